@@ -1,0 +1,12 @@
+"""NasBert configuration and models (installed as `nasbert_hf.modeling`)."""
+
+from .configuration_nasbert import NasBertConfig, parse_op, validate_layers
+from .modeling_nasbert import (
+    NasBertForMaskedLM,
+    NasBertForQuestionAnswering,
+    NasBertForSequenceClassification,
+    NasBertForTokenClassification,
+    NasBertModel,
+    NasBertPreTrainedModel,
+    build_op,
+)

@@ -1,0 +1,126 @@
+"""NasBert configuration: a hidden size plus one op code per slot.
+
+Depends on `transformers` only, so that this file and `modeling_nasbert.py` can
+be copied next to a saved model and loaded with `trust_remote_code=True`.
+"""
+
+from transformers import PretrainedConfig
+
+OP_TYPES = ("mha", "ffn", "conv", "id")
+
+# Every saved config names all the Auto classes, whichever head was saved, so that
+# `AutoModel*.from_pretrained(dir, trust_remote_code=True)` finds the code copied beside it.
+AUTO_MAP = {
+    "AutoConfig": "configuration_nasbert.NasBertConfig",
+    "AutoModel": "modeling_nasbert.NasBertModel",
+    "AutoModelForMaskedLM": "modeling_nasbert.NasBertForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_nasbert.NasBertForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_nasbert.NasBertForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_nasbert.NasBertForQuestionAnswering",
+}
+
+# The default is BERT-base as 24 slots: (mha:12, ffn:3072) x 12.
+DEFAULT_LAYERS = ("mha:12", "ffn:3072") * 12
+
+
+def parse_op(code):
+    """Split an op code into `(op_type, size)`: `"mha:4" -> ("mha", 4)`, `"id" -> ("id", 0)`.
+
+    Raises `ValueError` naming the code and the valid forms.
+    """
+    if not isinstance(code, str):
+        raise ValueError(f"Op code {code!r} must be a string like 'mha:4', 'ffn:1024', 'conv:3' or 'id'.")
+    kind, sep, arg = code.partition(":")
+    if kind == "id" and not sep:
+        return "id", 0
+    if kind not in OP_TYPES or kind == "id" or not arg.isdigit() or int(arg) <= 0:
+        raise ValueError(
+            f"Unknown op code {code!r}: expected 'mha:H' (H heads), 'ffn:D' (inner size D), "
+            "'conv:K' (odd kernel K) or 'id', with H, D, K positive integers."
+        )
+    return kind, int(arg)
+
+
+def validate_layers(layers, hidden_size):
+    """Check an op-code list against a hidden size; raise `ValueError` naming the first problem."""
+    if not layers:
+        raise ValueError("`layers` is empty: a NasBert model needs at least one op slot (e.g. ['mha:4', 'ffn:1024']).")
+    if not isinstance(hidden_size, int) or hidden_size <= 0:
+        raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}.")
+    for index, code in enumerate(layers):
+        kind, size = parse_op(code)
+        if kind == "mha" and hidden_size % size:
+            raise ValueError(
+                f"Slot {index} ({code!r}): hidden size {hidden_size} is not divisible by {size} heads; "
+                f"valid head counts divide {hidden_size}."
+            )
+        if kind == "conv" and size % 2 == 0:
+            raise ValueError(
+                f"Slot {index} ({code!r}): conv kernel {size} is even; use an odd kernel (3, 5, 7) "
+                "so the output keeps the sequence length."
+            )
+
+
+class NasBertConfig(PretrainedConfig):
+    r"""Configuration of a NasBert model: BERT's embeddings and heads around a stack of searched op slots.
+
+    Args:
+        vocab_size (`int`, defaults to 30522): size of the token vocabulary.
+        hidden_size (`int`, defaults to 768): width of every op slot.
+        layers (`list[str]`): one op code per slot, applied in order: `"mha:H"` multi-head self-attention
+            with H heads, `"ffn:D"` feed-forward with inner size D, `"conv:K"` separable 1-D convolution
+            with (odd) kernel K, `"id"` identity. Every op but `id` is a post-LN residual sub-layer.
+        embedding_size (`int`, *optional*): width of the token embeddings; when it differs from
+            `hidden_size` a linear projection maps embeddings to the hidden size. Defaults to `hidden_size`.
+        hidden_act (`str`, defaults to `"gelu"`): activation of `ffn` and `conv` ops and of the MLM head.
+        hidden_dropout_prob, attention_probs_dropout_prob (`float`): dropout probabilities as in BERT.
+        max_position_embeddings, type_vocab_size, layer_norm_eps, initializer_range, classifier_dropout:
+            as in `BertConfig`.
+    """
+
+    model_type = "nasbert"
+
+    def __init__(
+        self,
+        vocab_size=30522,
+        hidden_size=768,
+        layers=DEFAULT_LAYERS,
+        embedding_size=None,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        initializer_range=0.02,
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
+        classifier_dropout=None,
+        tie_word_embeddings=True,
+        **kwargs,
+    ):
+        auto_map = {**AUTO_MAP, **(kwargs.pop("auto_map", None) or {})}
+        super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
+        self.auto_map = auto_map
+        layers = list(layers)
+        validate_layers(layers, hidden_size)
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.layers = layers
+        self.embedding_size = embedding_size if embedding_size is not None else hidden_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.classifier_dropout = classifier_dropout
+        self.tie_word_embeddings = tie_word_embeddings
+
+    @property
+    def num_hidden_layers(self):
+        # Generic transformers utilities read this; every slot produces one hidden state.
+        return len(self.layers)
+
+
+__all__ = ["NasBertConfig", "parse_op", "validate_layers", "OP_TYPES"]

@@ -1,0 +1,434 @@
+"""NasBert: BERT's embeddings and heads around a stack of searched op slots.
+
+Depends on torch and transformers only, so that this file and `configuration_nasbert.py`
+can be copied next to a saved model and loaded with `trust_remote_code=True`.
+
+Every op module is *elastic* in the once-for-all sense: it owns its weights at full width
+and computes with the leading slice that matches the width of its input (and, for
+attention and feed-forward, its `num_heads` / `inner_size` attribute). A standalone model
+always uses the full slice; the supernet of `nasbert_hf` builds the same modules at their
+largest width and samples sub-networks by setting those attributes, so a sampled path
+runs exactly the code of the standalone model it exports to.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+from .configuration_nasbert import NasBertConfig, parse_op
+
+
+def sliced_linear(x, layer, out_features=None):
+    """`layer` applied with the leading `[:out, :in]` slice of its weight; `in` is `x`'s width."""
+    out_features = layer.out_features if out_features is None else out_features
+    bias = None if layer.bias is None else layer.bias[:out_features]
+    return F.linear(x, layer.weight[:out_features, : x.shape[-1]], bias)
+
+
+def sliced_layer_norm(x, norm):
+    width = x.shape[-1]
+    return F.layer_norm(x, (width,), norm.weight[:width], norm.bias[:width], norm.eps)
+
+
+class NasBertOp(nn.Module):
+    """A post-LN residual sub-layer: `LayerNorm(x + dropout(transform(x)))`, as in BERT."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, key_mask=None, output_attentions=False):
+        update, attentions = self.transform(hidden_states, key_mask, output_attentions)
+        return sliced_layer_norm(hidden_states + self.dropout(update), self.LayerNorm), attentions
+
+    def transform(self, hidden_states, key_mask, output_attentions):
+        raise NotImplementedError
+
+
+class NasBertAttention(NasBertOp):
+    """Multi-head self-attention (`mha:H`); the head size is `hidden_size / num_heads`."""
+
+    def __init__(self, config, num_heads):
+        super().__init__(config)
+        hidden = config.hidden_size
+        self.num_heads = num_heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.output = nn.Linear(hidden, hidden)
+        self.attention_dropout = config.attention_probs_dropout_prob
+
+    def transform(self, hidden_states, key_mask, output_attentions):
+        batch, length, width = hidden_states.shape
+        shape = (batch, length, self.num_heads, width // self.num_heads)
+        q, k, v = (
+            sliced_linear(hidden_states, layer, width).view(shape).transpose(1, 2)
+            for layer in (self.query, self.key, self.value)
+        )
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        dropout = self.attention_dropout if self.training else 0.0
+        if output_attentions:
+            # SDPA does not return the probabilities; compute them explicitly when asked.
+            scores = q @ k.transpose(-1, -2) / (q.shape[-1] ** 0.5)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            probs = scores.softmax(-1)
+            context = F.dropout(probs, dropout, self.training) @ v
+        else:
+            probs = None
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        context = context.transpose(1, 2).reshape(batch, length, width)
+        return sliced_linear(context, self.output, width), probs
+
+
+class NasBertFeedForward(NasBertOp):
+    """Position-wise feed-forward (`ffn:D`): `dense(D -> hidden)(act(dense(hidden -> D)))`."""
+
+    def __init__(self, config, inner_size):
+        super().__init__(config)
+        self.inner_size = inner_size
+        self.intermediate = nn.Linear(config.hidden_size, inner_size)
+        self.output = nn.Linear(inner_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+
+    def transform(self, hidden_states, key_mask, output_attentions):
+        inner = self.act(sliced_linear(hidden_states, self.intermediate, self.inner_size))
+        return sliced_linear(inner, self.output, hidden_states.shape[-1]), None
+
+
+class NasBertSeparableConv(NasBertOp):
+    """Separable 1-D convolution over the sequence (`conv:K`): depthwise kernel K, then pointwise.
+
+    Padded positions are zeroed before the convolution so they never leak into real tokens.
+    """
+
+    def __init__(self, config, kernel_size):
+        super().__init__(config)
+        hidden = config.hidden_size
+        self.kernel_size = kernel_size
+        self.depthwise = nn.Conv1d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden)
+        self.pointwise = nn.Linear(hidden, hidden)
+        self.act = ACT2FN[config.hidden_act]
+
+    def transform(self, hidden_states, key_mask, output_attentions):
+        width = hidden_states.shape[-1]
+        x = hidden_states if key_mask is None else hidden_states * key_mask[..., None].to(hidden_states.dtype)
+        x = F.conv1d(
+            x.transpose(1, 2),
+            self.depthwise.weight[:width],
+            self.depthwise.bias[:width],
+            padding=self.kernel_size // 2,
+            groups=width,
+        ).transpose(1, 2)
+        return self.act(sliced_linear(x, self.pointwise, width)), None
+
+
+class NasBertIdentity(nn.Module):
+    """The empty op (`id`): the slot passes its input through."""
+
+    def forward(self, hidden_states, key_mask=None, output_attentions=False):
+        return hidden_states, None
+
+
+OP_CLASSES = {
+    "mha": NasBertAttention,
+    "ffn": NasBertFeedForward,
+    "conv": NasBertSeparableConv,
+    "id": lambda config, size: NasBertIdentity(),
+}
+
+
+def build_op(code, config):
+    """The module for one op code, e.g. `build_op("conv:5", config)`."""
+    kind, size = parse_op(code)
+    return OP_CLASSES[kind](config, size)
+
+
+class NasBertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm and dropout, then a projection to the
+    hidden size when `embedding_size` is smaller (embeddings dominate the size of small models)."""
+
+    def __init__(self, config):
+        super().__init__()
+        size = config.embedding_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, size)
+        self.LayerNorm = nn.LayerNorm(size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.projection = nn.Linear(size, config.hidden_size) if size != config.hidden_size else None
+
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        length = inputs_embeds.shape[1]
+        if position_ids is None:
+            position_ids = torch.arange(length, device=inputs_embeds.device)[None]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        embeddings = inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
+        embeddings = self.dropout(self.LayerNorm(embeddings))
+        return embeddings if self.projection is None else self.projection(embeddings)
+
+
+class NasBertEncoder(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.layers = nn.ModuleList(build_op(code, config) for code in config.layers)
+
+    def forward(self, hidden_states, key_mask=None, output_attentions=False, output_hidden_states=False):
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            hidden_states, attentions = layer(hidden_states, key_mask, output_attentions)
+            if output_hidden_states:
+                all_hidden += (hidden_states,)
+            if output_attentions and attentions is not None:
+                all_attentions += (attentions,)
+        return hidden_states, all_hidden, all_attentions
+
+
+class NasBertPooler(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states):
+        return torch.tanh(self.dense(hidden_states[:, 0]))
+
+
+class NasBertPreTrainedModel(PreTrainedModel):
+    config_class = NasBertConfig
+    base_model_prefix = "nasbert"
+    supports_gradient_checkpointing = False
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, NasBertLMHead):
+            init.zeros_(module.bias)
+
+
+def key_mask_from(attention_mask):
+    """Boolean `(batch, seq)` mask of real tokens, or `None` when nothing is padded (faster kernels)."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()
+
+
+class NasBertModel(NasBertPreTrainedModel):
+    """The bare NasBert encoder; returns a `BaseModelOutputWithPooling`.
+
+    `hidden_states` has one entry for the embeddings and one per op slot; `attentions` has one
+    entry per `mha` slot.
+    """
+
+    def __init__(self, config, add_pooling_layer=True):
+        super().__init__(config)
+        self.embeddings = NasBertEmbeddings(config)
+        self.encoder = NasBertEncoder(config)
+        self.pooler = NasBertPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
+        output_attentions = bool(output_attentions if output_attentions is not None else self.config.output_attentions)
+        output_hidden_states = bool(
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        embeddings = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
+        sequence_output, hidden_states, attentions = self.encoder(
+            embeddings, key_mask_from(attention_mask), output_attentions, output_hidden_states
+        )
+        pooled = self.pooler(sequence_output) if self.pooler is not None else None
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output, pooler_output=pooled, hidden_states=hidden_states, attentions=attentions
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class NasBertLMHead(nn.Module):
+    """BERT's MLM head: transform (dense, act, LayerNorm) to the embedding size, then the decoder
+    tied to the word embeddings."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.embedding_size, config.vocab_size, bias=True)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder.bias = self.bias
+
+    def forward(self, hidden_states):
+        return self.decoder(self.LayerNorm(self.act(self.dense(hidden_states))))
+
+
+class NasBertWithHead(NasBertPreTrainedModel):
+    """Shared plumbing of the task heads: the base model, a dropout, and the output wrapping."""
+
+    add_pooling_layer = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.nasbert = NasBertModel(config, add_pooling_layer=self.add_pooling_layer)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+
+    def encode(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, kwargs):
+        kwargs.pop("return_dict", None)
+        return self.nasbert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+
+
+class NasBertForMaskedLM(NasBertWithHead):
+    _tied_weights_keys = {
+        "cls.decoder.weight": "nasbert.embeddings.word_embeddings.weight",
+        "cls.decoder.bias": "cls.bias",
+    }
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.cls = NasBertLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.cls.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.cls.decoder = new_embeddings
+        self.cls.bias = new_embeddings.bias
+
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+        labels=None, return_dict=None, **kwargs,
+    ):
+        outputs = self.encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, kwargs)
+        logits = self.cls(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
+        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+
+class NasBertForSequenceClassification(NasBertWithHead):
+    """Pooled first token -> dropout -> linear; regression when `num_labels == 1`, as in BERT."""
+
+    add_pooling_layer = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+        labels=None, return_dict=None, **kwargs,
+    ):
+        outputs = self.encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, kwargs)
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        output = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class NasBertForTokenClassification(NasBertWithHead):
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+        labels=None, return_dict=None, **kwargs,
+    ):
+        outputs = self.encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, kwargs)
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, config=self.config)
+        output = TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class NasBertForQuestionAnswering(NasBertWithHead):
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+        start_positions=None, end_positions=None, return_dict=None, **kwargs,
+    ):
+        outputs = self.encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, kwargs)
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
+        start_logits, end_logits = start_logits.squeeze(-1).contiguous(), end_logits.squeeze(-1).contiguous()
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions)
+        output = QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = [
+    "NasBertPreTrainedModel",
+    "NasBertModel",
+    "NasBertForMaskedLM",
+    "NasBertForSequenceClassification",
+    "NasBertForTokenClassification",
+    "NasBertForQuestionAnswering",
+    "build_op",
+]

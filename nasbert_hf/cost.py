@@ -1,0 +1,76 @@
+"""Exact cost models of a NasBert architecture: parameter count and FLOPs.
+
+FLOPs follow `torch.utils.flop_counter`'s convention, 2 per multiply-accumulate of every matrix
+multiplication, attention product and convolution; element-wise work (LayerNorm, softmax, GELU,
+residual adds) and embedding lookups are not counted. The tests check both numbers against the
+real modules (`sum(p.numel())` and `FlopCounterMode`).
+"""
+
+from .architecture import Architecture
+from .modeling import NasBertConfig, parse_op
+
+
+def _as_config(config_or_arch):
+    if isinstance(config_or_arch, Architecture):
+        return config_or_arch.to_config()
+    if isinstance(config_or_arch, NasBertConfig):
+        return config_or_arch
+    raise TypeError(f"Expected a NasBertConfig or an Architecture, got {type(config_or_arch).__name__}.")
+
+
+def op_params(code, hidden):
+    """Parameters of one op slot at hidden size `hidden` (its LayerNorm included)."""
+    kind, size = parse_op(code)
+    norm = 2 * hidden
+    if kind == "mha":
+        return 4 * (hidden * hidden + hidden) + norm
+    if kind == "ffn":
+        return hidden * size + size + size * hidden + hidden + norm
+    if kind == "conv":
+        return hidden * size + hidden + hidden * hidden + hidden + norm
+    return 0
+
+
+def op_flops(code, hidden, seq_len):
+    """FLOPs of one op slot for one sequence of `seq_len` tokens."""
+    kind, size = parse_op(code)
+    if kind == "mha":
+        # q, k, v, output projections + the two attention products (scores and context).
+        return 4 * 2 * seq_len * hidden * hidden + 2 * 2 * seq_len * seq_len * hidden
+    if kind == "ffn":
+        return 2 * 2 * seq_len * hidden * size
+    if kind == "conv":
+        return 2 * seq_len * hidden * size + 2 * seq_len * hidden * hidden
+    return 0
+
+
+def embedding_params(config):
+    size = config.embedding_size
+    tables = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * size
+    projection = size * config.hidden_size + config.hidden_size if size != config.hidden_size else 0
+    return tables + 2 * size + projection
+
+
+def count_params(config, embeddings=True, pooler=True):
+    """Parameters of `NasBertModel(config)`; `embeddings=False` leaves out the embeddings module
+    (tables, LayerNorm and projection), `pooler=False` the pooler."""
+    config = _as_config(config)
+    hidden = config.hidden_size
+    total = sum(op_params(code, hidden) for code in config.layers)
+    if embeddings:
+        total += embedding_params(config)
+    if pooler:
+        total += hidden * hidden + hidden
+    return total
+
+
+def count_flops(config, seq_len=128, batch_size=1, pooler=True):
+    """FLOPs of one forward pass of `NasBertModel(config)` on `batch_size` sequences of `seq_len`."""
+    config = _as_config(config)
+    hidden = config.hidden_size
+    per_sequence = sum(op_flops(code, hidden, seq_len) for code in config.layers)
+    if config.embedding_size != hidden:
+        per_sequence += 2 * seq_len * config.embedding_size * hidden
+    if pooler:
+        per_sequence += 2 * hidden * hidden
+    return batch_size * per_sequence
