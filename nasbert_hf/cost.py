@@ -74,3 +74,59 @@ def count_flops(config, seq_len=128, batch_size=1, pooler=True):
     if pooler:
         per_sequence += 2 * hidden * hidden
     return batch_size * per_sequence
+
+
+class CostModel:
+    """An additive cost: `cost(arch) = base_cost(H) + sum(op_cost(code, H) for code in arch.layers)`.
+
+    Parameters, FLOPs and table-predicted latency all have this form, which is what lets the
+    search add up per-block costs exactly.
+    """
+
+    metric = "cost"
+    unit = ""
+
+    def op_cost(self, code, hidden_size):
+        raise NotImplementedError
+
+    def base_cost(self, hidden_size):
+        raise NotImplementedError
+
+    def layers_cost(self, layers, hidden_size):
+        return sum(self.op_cost(code, hidden_size) for code in layers)
+
+    def cost(self, arch):
+        return self.base_cost(arch.hidden_size) + self.layers_cost(arch.layers, arch.hidden_size)
+
+
+class ParamsCost(CostModel):
+    """Non-embedding parameters: the op slots only. Embedding tables are a lookup that costs no
+    compute and is shared with the teacher's vocabulary, so budgets leave them out (model cards
+    report the total as well)."""
+
+    metric = "params"
+
+    def op_cost(self, code, hidden_size):
+        return op_params(code, hidden_size)
+
+    def base_cost(self, hidden_size):
+        return 0
+
+
+class FlopsCost(CostModel):
+    """FLOPs of one `NasBertModel` forward pass on one sequence of `seq_len` tokens."""
+
+    metric = "flops"
+
+    def __init__(self, seq_len=128, embedding_size=None):
+        self.seq_len = seq_len
+        self.embedding_size = embedding_size
+
+    def op_cost(self, code, hidden_size):
+        return op_flops(code, hidden_size, self.seq_len)
+
+    def base_cost(self, hidden_size):
+        embedding_size = self.embedding_size or hidden_size
+        # An architecture with only an identity slot costs exactly the embedding projection and the pooler.
+        config = NasBertConfig(hidden_size=hidden_size, embedding_size=embedding_size, layers=["id"])
+        return count_flops(config, seq_len=self.seq_len)

@@ -1,0 +1,176 @@
+"""Latency lookup tables: predict an architecture's latency on a device from per-op measurements.
+
+`nasbert latency-table` measures, on the machine it runs on, the latency of the model skeleton
+(embeddings, projection, pooler: a model whose only slot is `id`) for every hidden size, and of
+every op at every hidden size. An op's entry is measured inside a real model, as
+`(time(skeleton + n copies of the op) - time(skeleton)) / n`, so it includes the per-op overheads
+a real forward pass pays. A whole model is predicted as skeleton + the sum of its ops; the
+prediction error is measured against real whole-model timings (`prediction_error`).
+"""
+
+import json
+import os
+import random
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .architecture import Architecture
+from .cost import CostModel
+from .modeling import NasBertConfig, NasBertModel
+from .timing import describe_machine, time_interleaved
+
+RUNTIMES = {"cpu": ("torch", "cpu"), "cuda": ("torch", "cuda")}
+
+
+@dataclass
+class LatencyTable(CostModel):
+    """Milliseconds per forward pass on one device, at one batch size and sequence length."""
+
+    device: str
+    batch_size: int
+    seq_len: int
+    embedding_size: int
+    vocab_size: int
+    machine: str
+    base_ms: dict = field(default_factory=dict)  # hidden size -> skeleton latency
+    op_ms: dict = field(default_factory=dict)  # hidden size -> {op code: latency}
+
+    metric = "latency"
+
+    def __post_init__(self):
+        # JSON keys are strings; hidden sizes are ints.
+        self.base_ms = {int(h): float(v) for h, v in self.base_ms.items()}
+        self.op_ms = {int(h): {code: float(v) for code, v in ops.items()} for h, ops in self.op_ms.items()}
+
+    def _missing(self, what, hidden_size):
+        return ValueError(
+            f"Latency table for {self.device} has no entry for {what} at hidden size {hidden_size} "
+            f"(hidden sizes: {sorted(self.base_ms)}); re-measure it with `nasbert latency-table`."
+        )
+
+    def base_cost(self, hidden_size):
+        if hidden_size not in self.base_ms:
+            raise self._missing("the model skeleton", hidden_size)
+        return self.base_ms[hidden_size]
+
+    def op_cost(self, code, hidden_size):
+        if code == "id":
+            return 0.0
+        try:
+            return self.op_ms[hidden_size][code]
+        except KeyError:
+            raise self._missing(f"op {code!r}", hidden_size) from None
+
+    def predict(self, arch):
+        return self.cost(arch)
+
+    def save(self, path):
+        """Write atomically: a crash never leaves a half-written table."""
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as handle:
+            json.dump(asdict(self), handle, indent=2, sort_keys=True)
+        os.replace(handle.name, path)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as handle:
+            data = json.load(handle)
+        try:
+            return cls(**data)
+        except TypeError as error:
+            raise ValueError(f"{path} is not a latency table: {error}") from None
+
+
+def model_runner(config, device="cpu", batch_size=1, seq_len=128):
+    """A zero-argument callable running one inference forward pass of `NasBertModel(config)`."""
+    model = NasBertModel(config).eval().to(device)
+    input_ids = torch.randint(1, config.vocab_size, (batch_size, seq_len), device=device)
+    attention_mask = torch.ones_like(input_ids)
+
+    def forward():
+        with torch.inference_mode():
+            model(input_ids, attention_mask=attention_mask)
+
+    return forward
+
+
+def _config(hidden_size, layers, embedding_size, vocab_size, seq_len):
+    return NasBertConfig(
+        hidden_size=hidden_size, layers=list(layers), embedding_size=embedding_size or hidden_size,
+        vocab_size=vocab_size, max_position_embeddings=max(512, seq_len),
+    )
+
+
+def _check_device(device):
+    if device not in RUNTIMES:
+        raise ValueError(f"Unknown latency device {device!r}; known: {', '.join(RUNTIMES)}.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("Latency device 'cuda' asked for, but torch sees no CUDA device here.")
+
+
+def measure_latency_table(
+    ops, hidden_sizes, device="cpu", batch_size=1, seq_len=128, embedding_size=None, vocab_size=30522,
+    copies=4, repeats=20, progress=True,
+):
+    """Measure a `LatencyTable` for every op code in `ops` at every hidden size."""
+    _check_device(device)
+    torch_device = RUNTIMES[device][1]
+    table = LatencyTable(device, batch_size, seq_len, embedding_size, vocab_size, describe_machine(torch_device))
+    work = [(h, code) for h in hidden_sizes for code in ops if code != "id" and h % _heads(code) == 0]
+    bar = tqdm(total=len(work), desc=f"latency table ({device})", disable=not progress)
+    for hidden in hidden_sizes:
+        skeleton = model_runner(_config(hidden, ["id"], embedding_size, vocab_size, seq_len), torch_device, batch_size, seq_len)
+        table.op_ms[hidden] = {}
+        base_samples = []
+        for code in [c for h, c in work if h == hidden]:
+            stacked = model_runner(_config(hidden, [code] * copies, embedding_size, vocab_size, seq_len),
+                                   torch_device, batch_size, seq_len)
+            times = time_interleaved({"base": skeleton, "op": stacked}, repeats, device=torch_device)
+            base_samples.append(times["base"])
+            table.op_ms[hidden][code] = max(0.0, (times["op"] - times["base"]) * 1e3 / copies)
+            bar.update()
+        if not base_samples:
+            base_samples.append(time_interleaved({"base": skeleton}, repeats, device=torch_device)["base"])
+        table.base_ms[hidden] = statistics.median(base_samples) * 1e3
+    bar.close()
+    return table
+
+
+def _heads(code):
+    return int(code.split(":")[1]) if code.startswith("mha:") else 1
+
+
+def measure_model_latency(arch, device="cpu", batch_size=1, seq_len=128, embedding_size=None, vocab_size=30522, repeats=20):
+    """Measured milliseconds per forward pass of the whole model of `arch`."""
+    _check_device(device)
+    torch_device = RUNTIMES[device][1]
+    runner = model_runner(_config(arch.hidden_size, arch.layers, embedding_size, vocab_size, seq_len),
+                          torch_device, batch_size, seq_len)
+    return time_interleaved({"model": runner}, repeats, device=torch_device)["model"] * 1e3
+
+
+def random_architectures(ops, hidden_sizes, num_slots, count, seed=0):
+    """`count` random architectures over the given choices (heads always divide the hidden size)."""
+    rng = random.Random(seed)
+    archs = []
+    while len(archs) < count:
+        hidden = rng.choice(list(hidden_sizes))
+        layers = [rng.choice([c for c in ops if hidden % _heads(c) == 0]) for _ in range(num_slots)]
+        archs.append(Architecture(hidden, tuple(layers)))
+    return archs
+
+
+def prediction_error(table, archs, repeats=20):
+    """Per architecture `(predicted_ms, measured_ms, relative_error)`, plus the median relative error."""
+    rows = []
+    for arch in archs:
+        measured = measure_model_latency(arch, table.device, table.batch_size, table.seq_len,
+                                         table.embedding_size, table.vocab_size, repeats)
+        predicted = table.predict(arch)
+        rows.append((predicted, measured, abs(predicted - measured) / measured))
+    return rows, statistics.median(row[2] for row in rows)
