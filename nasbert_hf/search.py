@@ -112,7 +112,7 @@ def _merge(partials, block, cost_model, hidden_size, room, k):
     return kept
 
 
-def _assemble(tables, choice, hidden_size):
+def assemble(tables, choice, hidden_size):
     layers = tuple(code for block, index in zip(tables, choice) for code in block[index].layers)
     return Architecture(hidden_size, layers)
 
@@ -145,7 +145,7 @@ def search(tables, cost_model, limit, k=1):
         for block in blocks:
             partials = _merge(partials, block, cost_model, hidden, room, k)
         for loss, cost, choice in partials:
-            architecture = _assemble(tables, choice, hidden)
+            architecture = assemble(tables, choice, hidden)
             results.append(SearchResult(architecture, loss, cost + cost_model.base_cost(hidden), choice))
     if not results:
         smallest = minimum_cost(tables, cost_model)
@@ -168,7 +168,7 @@ def brute_force_search(tables, cost_model, limit, k=1):
         blocks = [[(i, c) for i, c in enumerate(block) if c.hidden_size == hidden] for block in tables]
         for combination in itertools.product(*blocks):
             choice = tuple(i for i, _ in combination)
-            architecture = _assemble(tables, choice, hidden)
+            architecture = assemble(tables, choice, hidden)
             cost = cost_model.cost(architecture)
             if cost <= limit:
                 loss = sum(c.loss for _, c in combination)
