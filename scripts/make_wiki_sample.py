@@ -64,7 +64,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=default_source, help="folder of wiki-NNN.txt.gz shards")
     parser.add_argument("--output", type=Path, default=default_output)
-    parser.add_argument("--stride", type=int, default=16, help="keep every N-th article")
+    parser.add_argument("--stride", type=int, default=21, help="keep every N-th article")
     parser.add_argument("--max-chars", type=int, default=5_000_000, help="stop before this much text")
     args = parser.parse_args(argv)
 
