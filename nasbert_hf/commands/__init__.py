@@ -5,5 +5,15 @@ Each name maps to `nasbert_hf/commands/<name with - as _>.py`, which defines
 """
 
 COMMANDS = [
+    "compress",
+    "supernet",
+    "search",
+    "latency-table",
     "convert",
+    "glue",
+    "squad",
+    "export-onnx",
+    "install",
+    "list",
+    "push",
 ]

@@ -1,0 +1,38 @@
+"""`nasbert compress`: the main job, teacher + corpus -> a folder of named, loadable models."""
+
+from pathlib import Path
+
+HELP = "Compress a BERT into a family of small models, one per budget (supernet, search, export)."
+
+
+def add_arguments(parser):
+    parser.add_argument("--teacher", help="Teacher folder or Hub name (default: the embedded all-MiniLM-L6-v2).")
+    parser.add_argument("--corpus", help="Text files/folder/glob (.txt, .txt.gz) or a datasets name "
+                                         "(default: the embedded Wikipedia sample).")
+    parser.add_argument("--config", default="tiny", help="Search-space preset (tiny, base) or a YAML/JSON file.")
+    parser.add_argument("--budgets", "--budget", dest="budgets", nargs="+", default=[], metavar="BUDGET",
+                        help="params=5M, flops=2G or latency=8ms@cpu (several allowed); default: three "
+                             "parameter budgets spread over the feasible range.")
+    parser.add_argument("--out", default="nasbert-out", help="Output folder (default: ./nasbert-out).")
+    parser.add_argument("--max-steps", type=int, help="Supernet training steps (default: the config's).")
+    parser.add_argument("--seed", type=int, help="Seed (default: the config's).")
+    parser.add_argument("--top-k", type=int, default=5, help="Candidates re-scored per budget (default: 5).")
+    parser.add_argument("--cpu", action="store_true", default=None, help="Train on CPU even when a GPU is present.")
+    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="Mixed precision on GPU.")
+    parser.add_argument("--install", action="store_true", help="Also install the models in the local zoo.")
+
+
+def run(args):
+    from ..pipeline import RUN_SUBDIR, SearchArguments, compress, format_summary
+    from ..supernet_training import SupernetTrainingArguments
+
+    out = Path(args.out)
+    training = SupernetTrainingArguments.from_config(
+        args.config, output_dir=str(out / RUN_SUBDIR), teacher=args.teacher, corpus=args.corpus,
+        max_steps=args.max_steps, seed=args.seed, cpu=args.cpu, mixed_precision=args.mixed_precision,
+    )
+    searching = SearchArguments(run_dir=str(out / RUN_SUBDIR), budgets=args.budgets, out=str(out), top_k=args.top_k)
+    summary = compress(training, searching, install=args.install)
+    print(format_summary(summary))
+    print(f"\n{len(summary['models'])} models in {out}/ (summary.json, pareto.png); load one with "
+          f"AutoModel.from_pretrained('{out / summary['models'][0]['name']}') after `import nasbert_hf`.")

@@ -1,0 +1,202 @@
+"""The main job, `nasbert compress`: supernet -> search -> export, resumable at every stage.
+
+`compress` trains (or resumes, or reuses) the supernet in `OUT/supernet-run/`, then
+`search_and_export` (also `nasbert search RUN_DIR`) measures this machine's latency table, runs
+the exact search for every budget, re-scores the top candidates of each budget on the assembled
+models, and exports the best of each as `OUT/<name>/`, with `OUT/summary.json` and
+`OUT/pareto.png`.
+"""
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from .cost import ParamsCost
+from .export import model_metadata, save_model_folder, write_json
+from .latency import LatencyTable, measure_latency_table, measure_model_latency
+from .search import Budget, cost_model_for, human, load_candidates, minimum_cost, search
+
+logger = logging.getLogger(__name__)
+
+RUN_SUBDIR = "supernet-run"
+FINISHED_MARKERS = ("supernet.safetensors", "candidates.json")
+
+
+@dataclass
+class SearchArguments:
+    """Arguments of the search-and-export stage (`nasbert search`, and the end of `nasbert compress`)."""
+
+    run_dir: str = field(metadata={"help": "A finished supernet run folder."})
+    budgets: List[str] = field(
+        default_factory=list,
+        metadata={"help": "Budgets such as params=5M, flops=2G, latency=8ms@cpu; none = three parameter budgets "
+                          "spread over the feasible range."},
+    )
+    out: str = field(default="nasbert-out", metadata={"help": "Folder for the exported models."})
+    top_k: int = field(default=5, metadata={"help": "Candidates per budget re-scored on the assembled model."})
+    rescore_batches: int = field(default=4, metadata={"help": "Validation batches for each re-scoring."})
+    latency_repeats: int = field(default=10, metadata={"help": "Timed repetitions per latency measurement."})
+    teacher: Optional[str] = field(default=None, metadata={"help": "Teacher (default: the run's teacher)."})
+    device: Optional[str] = field(default=None, metadata={"help": "torch device for re-scoring (default: cpu)."})
+
+    def __post_init__(self):
+        self.budgets = [Budget.parse(b) if isinstance(b, str) else b for b in self.budgets]
+        if self.top_k < 1 or self.rescore_batches < 1:
+            raise ValueError(f"top_k={self.top_k} and rescore_batches={self.rescore_batches} must be at least 1.")
+
+
+def is_finished(run_dir):
+    return all((Path(run_dir) / name).is_file() for name in FINISHED_MARKERS)
+
+
+def compress(training_args, search_args, install=False):
+    """The whole pipeline; every stage picks up where an interrupted run stopped."""
+    from .supernet_training import train_supernet
+
+    run_dir = Path(training_args.output_dir)
+    if is_finished(run_dir):
+        logger.info("Supernet in %s is already trained; going straight to the search.", run_dir)
+    else:
+        training_args.resume = (run_dir / "run_config.json").is_file()
+        train_supernet(training_args)
+    summary = search_and_export(search_args)
+    if install:
+        from .zoo import install as install_model
+
+        for model in summary["models"]:
+            install_model(Path(search_args.out) / model["name"], overwrite=True)
+    return summary
+
+
+def auto_budgets(tables, count=3):
+    """`count` parameter budgets spread between the smallest feasible model and the best model
+    overall (a larger budget cannot do better), rounded to two significant digits."""
+    cost = ParamsCost()
+    low = minimum_cost(tables, cost)
+    high = search(tables, cost, math.inf, k=1)[0].cost
+    budgets = []
+    for fraction in [(i + 1) / (count + 1) for i in range(count)]:
+        value = float(f"{low + fraction * (high - low):.2g}")
+        budget = Budget("params", max(value, low))
+        if budget not in budgets:
+            budgets.append(budget)
+    return budgets
+
+
+class CachedTeacher:
+    """The teacher with its block states memoised per batch, so re-scoring many candidates on the
+    same validation batches runs the teacher once per batch."""
+
+    def __init__(self, teacher):
+        self.teacher = teacher
+        self._states = {}
+
+    def __getattr__(self, name):
+        return getattr(self.teacher, name)
+
+    def block_states(self, input_ids, attention_mask, num_blocks):
+        key = (id(input_ids), num_blocks)
+        if key not in self._states:
+            self._states[key] = self.teacher.block_states(input_ids, attention_mask, num_blocks)
+        return self._states[key]
+
+
+def validation_batches(run_config, teacher, count):
+    """The first `count` batches of the run's own validation split (the split training held out)."""
+    from .data import DEFAULT_CORPUS, build_mlm_datasets, mlm_dataloader
+
+    training = run_config["training"]
+    splits = build_mlm_datasets(
+        run_config.get("corpus") or DEFAULT_CORPUS, teacher.tokenizer, seq_len=run_config["seq_len"],
+        validation_size=training["validation_size"], seed=run_config["seed"],
+        max_train_sequences=training.get("max_train_sequences"), cache_dir=training.get("cache_dir"),
+    )
+    loader = mlm_dataloader(splits["validation"], teacher.tokenizer, training["eval_batch_size"], shuffle=False,
+                            seed=run_config["seed"])
+    batches = []
+    for batch in loader:
+        if len(batches) == count:
+            break
+        batches.append(batch)
+    return batches
+
+
+def run_latency_table(run_dir, space, teacher, seq_len, device="cpu", repeats=10):
+    """This machine's latency table for the run's search space, measured once and kept in the run."""
+    path = Path(run_dir) / f"latency-{device}.json"
+    if path.is_file():
+        return LatencyTable.load(path)
+    ops = sorted({code for code in space.ops if code != "id"})
+    table = measure_latency_table(ops, space.hidden_sizes, device=device, batch_size=1, seq_len=seq_len,
+                                  embedding_size=teacher.hidden_size, vocab_size=teacher.vocab_size, repeats=repeats)
+    table.save(path)
+    return table
+
+
+def search_and_export(args):
+    """Search every budget, re-score the top candidates, export the best; returns the summary."""
+    from .plots import plot_pareto
+    from .supernet import Supernet, evaluate_architecture
+    from .teacher import load_teacher
+
+    run_dir = Path(args.run_dir)
+    if not is_finished(run_dir):
+        raise FileNotFoundError(f"{run_dir} is not a finished supernet run (needs {' and '.join(FINISHED_MARKERS)}).")
+    supernet, space, run_config = Supernet.from_run(run_dir, device=args.device)
+    teacher = load_teacher(args.teacher or run_config["teacher"], device=args.device)
+    tables = load_candidates(run_dir / "candidates.json")
+    seq_len = run_config["seq_len"]
+    latency = {"cpu": run_latency_table(run_dir, space, teacher, seq_len, repeats=args.latency_repeats)}
+    budgets = args.budgets or auto_budgets(tables)
+    cached = CachedTeacher(teacher)
+    batches = validation_batches(run_config, teacher, args.rescore_batches)
+
+    chosen, models = [], []
+    out = Path(args.out)
+    for budget in budgets:
+        cost_model = cost_model_for(budget, seq_len, teacher.hidden_size, latency)
+        candidates = search(tables, cost_model, budget.limit, k=args.top_k)
+        scored = [(evaluate_architecture(supernet, cached, r.architecture, batches), r) for r in candidates]
+        loss, best = min(scored, key=lambda item: (item[0], item[1].approx_loss))
+        arch = best.architecture
+        model = supernet.export(arch, teacher)
+        measured = measure_model_latency(arch, "cpu", 1, seq_len, teacher.hidden_size, teacher.vocab_size,
+                                         repeats=args.latency_repeats)
+        metadata = model_metadata(
+            budget.name, arch, model.config,
+            budget=str(budget),
+            latency_ms={"cpu": round(measured, 3), "cpu_predicted": round(latency["cpu"].predict(arch), 3),
+                        "batch_size": 1, "seq_len": seq_len, "machine": latency["cpu"].machine},
+            teacher=run_config["teacher"],
+            corpus=run_config.get("corpus") or "embedded Wikipedia sample",
+            losses={"approx_sum_of_block_losses": best.approx_loss, "assembled_validation_mse": loss},
+            search={"space": run_config["search_space"], "top_k": args.top_k,
+                    "rescored": [{"architecture": str(r.architecture), "approx_loss": r.approx_loss,
+                                  "assembled_loss": value} for value, r in scored]},
+        )
+        save_model_folder(model, teacher.tokenizer, metadata, out / budget.name)
+        chosen.append((budget.name, arch, best.approx_loss))
+        models.append({key: metadata[key] for key in ("name", "architecture", "params", "params_no_embeddings",
+                                                      "flops", "budget", "latency_ms", "losses")})
+        logger.info("%s: %s (assembled loss %.4f)", budget.name, arch, loss)
+
+    plot_pareto(tables, chosen, {"non-embedding parameters": ParamsCost(),
+                                 "predicted CPU latency (ms, batch 1)": latency["cpu"]}, out / "pareto.png")
+    summary = {"run_dir": str(run_dir), "teacher": run_config["teacher"], "budgets": [str(b) for b in budgets],
+               "models": models}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def format_summary(summary):
+    """A markdown table of the exported models, for the terminal and the docs."""
+    lines = ["| model | architecture | params (non-emb.) | FLOPs (seq 128) | CPU latency (ms) | assembled loss |",
+             "|---|---|---|---|---|---|"]
+    for m in summary["models"]:
+        lines.append(f"| {m['name']} | `{m['architecture']}` | {human(m['params_no_embeddings'])} | "
+                     f"{human(m['flops'])} | {m['latency_ms']['cpu']:.2f} | "
+                     f"{m['losses']['assembled_validation_mse']:.4f} |")
+    return "\n".join(lines)
+
