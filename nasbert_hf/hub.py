@@ -1,0 +1,168 @@
+"""Sharing models on the Hugging Face Hub: `push(model_dir, "org/nasbert-5M")` / `nasbert push`.
+
+A push uploads everything `AutoModel.from_pretrained("org/nasbert-5M")` needs, with or without
+this package installed: safetensors weights, the tokenizer, `config.json` with its `auto_map`,
+the two modeling files for `trust_remote_code=True`, `nasbert.json`, and a model card
+(`README.md`; built by `nasbert_hf.model_card` when the folder has none).
+
+The whole folder goes up as ONE commit (`HfApi.create_commit`), which also deletes files of the
+previous revision that the folder no longer has: a revision on the Hub is always exactly one
+pushed folder, and a push interrupted midway leaves the previous revision in place.
+(`upload_folder` would split large folders into several commits.)
+
+The token comes from the `token` argument, else `HF_TOKEN`, else the one saved by
+`hf auth login` (huggingface_hub's own look-up); it is never printed or logged.
+`model.push_to_hub("org/name")` (transformers) also works for NasBert models: it uploads weights,
+config and modeling code, and keeps the repo's model card if there is one.
+"""
+
+import contextlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+from .model_card import build_model_card
+from .zoo import check_model_dir, hub_org, read_metadata, resolve
+
+logger = logging.getLogger(__name__)
+
+REMOTE_CODE = ("configuration_nasbert.py", "modeling_nasbert.py")
+# Pickles are never shared: from_pretrained of this project loads safetensors only.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def repo_id_for(name, repo_id=None):
+    """The Hub repository for model `name`: `repo_id` when given, else `$NASBERT_HUB_ORG/<name>`."""
+    if repo_id:
+        return repo_id
+    org = hub_org()
+    if org is None:
+        raise ValueError(
+            f"No repository given for {name!r}: pass repo_id='org/name' (`--repo`) or set NASBERT_HUB_ORG."
+        )
+    return f"{org}/{name}"
+
+
+def stage(model_dir, repo_id=None, license="apache-2.0"):
+    """The commit operations that publish `model_dir`: its files (pickles and hidden files left out),
+    plus a model card and the modeling code + `auto_map` when the folder lacks them."""
+    model_dir = check_model_dir(model_dir)
+    files = {}
+    for path in sorted(model_dir.rglob("*")):
+        relative = path.relative_to(model_dir)
+        if not path.is_file() or any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
+            continue
+        if path.suffix in PICKLE_SUFFIXES:
+            logger.warning("Not uploading %s: pickled files are never shared; weights go as safetensors.", relative)
+            continue
+        files[relative.as_posix()] = path
+    if "README.md" not in files:
+        files["README.md"] = build_model_card(model_dir, repo_id=repo_id, license=license).encode()
+    _add_remote_code(model_dir, files)
+    return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content) for name, content in files.items()]
+
+
+def _add_remote_code(model_dir, files):
+    """Make the upload loadable with `trust_remote_code=True` even if the folder was saved without the code."""
+    from .modeling import configuration_nasbert
+
+    package = Path(configuration_nasbert.__file__).parent
+    for name in REMOTE_CODE:
+        files.setdefault(name, package / name)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    if config.get("auto_map") != configuration_nasbert.AUTO_MAP:
+        config["auto_map"] = dict(configuration_nasbert.AUTO_MAP)
+        files["config.json"] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+
+
+def push(
+    model_or_dir,
+    repo_id=None,
+    *,
+    tokenizer=None,
+    private=None,
+    token=None,
+    revision=None,
+    commit_message=None,
+    license="apache-2.0",
+    endpoint=None,
+):
+    """Upload a model to the Hub repository `repo_id` (created if needed) in one commit.
+
+    Args:
+        model_or_dir: a saved model folder, a zoo name (`"nasbert-5M"`), or a NasBert model
+            object (saved to a temporary folder first, with `tokenizer` if given).
+        repo_id: `"org/name"`; default `$NASBERT_HUB_ORG/<model name>`.
+        private: create the repository private (an existing repository keeps its visibility).
+        token: a Hub token with write access; default `HF_TOKEN` or the saved login. Never printed.
+        revision: the branch to commit to (default `main`).
+        license: the card's license when a card is built (the folder has no README.md).
+        endpoint: the Hub URL (default `HF_ENDPOINT`, else https://huggingface.co).
+
+    Returns the `huggingface_hub.CommitInfo` of the commit (`.commit_url`, `.oid`, `.repo_url`).
+    """
+    if hasattr(model_or_dir, "save_pretrained"):
+        if not repo_id:
+            raise ValueError("Pushing a model object needs repo_id='org/name' (a folder or zoo name can default it).")
+        with tempfile.TemporaryDirectory(prefix="nasbert-push-") as folder:
+            model_or_dir.save_pretrained(folder)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(folder)
+            metadata = {"name": repo_id.split("/")[-1]}
+            (Path(folder) / "nasbert.json").write_text(json.dumps(metadata), encoding="utf-8")
+            return push(folder, repo_id, private=private, token=token, revision=revision,
+                        commit_message=commit_message, license=license, endpoint=endpoint)
+    model_dir = _model_dir(model_or_dir)
+    name = read_metadata(model_dir)["name"]
+    repo_id = repo_id_for(name, repo_id)
+    api = HfApi(endpoint=endpoint, token=token)
+    with _transport_errors(f"Could not reach the Hub at {api.endpoint} to push {model_dir} to {repo_id}."):
+        repo = api.create_repo(repo_id, private=private, exist_ok=True)
+        operations = stage(model_dir, repo.repo_id, license)
+        uploaded = {operation.path_in_repo for operation in operations}
+        # Files of the previous revision that this folder no longer has go in the same commit.
+        stale = [path for path in api.list_repo_files(repo.repo_id, revision=revision) if path not in uploaded]
+        operations += [CommitOperationDelete(path_in_repo=path) for path in stale if path != ".gitattributes"]
+    message = (
+        f"The connection to {api.endpoint} broke while pushing {model_dir} to {repo.repo_id}. A commit is all or "
+        "nothing: the repository shows either its previous revision or this whole folder. Run the push again."
+    )
+    with _transport_errors(message):
+        return api.create_commit(
+            repo.repo_id,
+            operations,
+            commit_message=commit_message or f"Upload {name} with nasbert-hf",
+            revision=revision,
+        )
+
+
+@contextlib.contextmanager
+def _transport_errors(message):
+    """Turn the HTTP client's transport errors (refused, reset, dropped mid-request) into `ConnectionError`.
+
+    huggingface_hub's client raises them outside the `OSError` hierarchy; they are recognised by
+    class name so as not to import its HTTP backend.
+    """
+    try:
+        yield
+    except Exception as error:
+        if not any(cls.__name__ == "TransportError" for cls in type(error).__mro__):
+            raise
+        raise ConnectionError(f"{message} ({type(error).__name__}: {error})") from error
+
+
+def _model_dir(model_or_dir):
+    """A folder as given, or the zoo entry of a bare name."""
+    path = Path(model_or_dir)
+    if path.is_dir():
+        return path
+    resolution = resolve(str(model_or_dir))
+    if resolution.source == "zoo":
+        return Path(resolution.location)
+    raise FileNotFoundError(
+        f"No model folder {model_or_dir!r}: expected a folder written by `save_pretrained` or a model name "
+        "installed in the zoo (`nasbert list`)."
+    )
