@@ -294,9 +294,14 @@ class NasBertLMHead(nn.Module):
 
 
 class NasBertWithHead(NasBertPreTrainedModel):
-    """Shared plumbing of the task heads: the base model, a dropout, and the output wrapping."""
+    """Shared plumbing of the task heads: the base model, a dropout, the loss and the output wrapping.
+
+    A head defines `predict(outputs) -> dict of logits fields`, `compute_loss(labels, **fields)`
+    and `output_class`; `forward` is the same for all of them.
+    """
 
     add_pooling_layer = False
+    output_class = None
 
     def __init__(self, config):
         super().__init__(config)
@@ -304,9 +309,11 @@ class NasBertWithHead(NasBertPreTrainedModel):
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
 
-    def encode(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, kwargs):
-        kwargs.pop("return_dict", None)
-        return self.nasbert(
+    def forward(
+        self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+        labels=None, return_dict=None, **kwargs,
+    ):
+        outputs = self.nasbert(
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
@@ -315,9 +322,14 @@ class NasBertWithHead(NasBertPreTrainedModel):
             return_dict=True,
             **kwargs,
         )
+        fields = self.predict(outputs)
+        loss = self.compute_loss(labels, **fields) if labels is not None else None
+        output = self.output_class(loss=loss, hidden_states=outputs.hidden_states, attentions=outputs.attentions, **fields)
+        return output if return_dict is not False else output.to_tuple()
 
 
 class NasBertForMaskedLM(NasBertWithHead):
+    output_class = MaskedLMOutput
     _tied_weights_keys = {
         "cls.decoder.weight": "nasbert.embeddings.word_embeddings.weight",
         "cls.decoder.bias": "cls.bias",
@@ -335,22 +347,17 @@ class NasBertForMaskedLM(NasBertWithHead):
         self.cls.decoder = new_embeddings
         self.cls.bias = new_embeddings.bias
 
-    def forward(
-        self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
-        labels=None, return_dict=None, **kwargs,
-    ):
-        outputs = self.encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, kwargs)
-        logits = self.cls(outputs.last_hidden_state)
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
-        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
-        return output if return_dict is not False else output.to_tuple()
+    def predict(self, outputs):
+        return {"logits": self.cls(outputs.last_hidden_state)}
+
+    def compute_loss(self, labels, logits):
+        return self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
 
 
 class NasBertForSequenceClassification(NasBertWithHead):
     """Pooled first token -> dropout -> linear; regression when `num_labels == 1`, as in BERT."""
 
+    output_class = SequenceClassifierOutput
     add_pooling_layer = True
 
     def __init__(self, config):
@@ -359,44 +366,34 @@ class NasBertForSequenceClassification(NasBertWithHead):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(
-        self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
-        labels=None, return_dict=None, **kwargs,
-    ):
-        outputs = self.encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, kwargs)
-        logits = self.classifier(self.dropout(outputs.pooler_output))
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
-        output = SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
-        return output if return_dict is not False else output.to_tuple()
+    def predict(self, outputs):
+        return {"logits": self.classifier(self.dropout(outputs.pooler_output))}
+
+    def compute_loss(self, labels, logits):
+        return self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
 
 
 class NasBertForTokenClassification(NasBertWithHead):
+    output_class = TokenClassifierOutput
+
     def __init__(self, config):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(
-        self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
-        labels=None, return_dict=None, **kwargs,
-    ):
-        outputs = self.encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, kwargs)
-        logits = self.classifier(self.dropout(outputs.last_hidden_state))
-        loss = None
-        if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, config=self.config)
-        output = TokenClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
-        return output if return_dict is not False else output.to_tuple()
+    def predict(self, outputs):
+        return {"logits": self.classifier(self.dropout(outputs.last_hidden_state))}
+
+    def compute_loss(self, labels, logits):
+        return self.loss_function(logits=logits, labels=labels, config=self.config)
 
 
 class NasBertForQuestionAnswering(NasBertWithHead):
+    """Start and end logits over the tokens; trained with `start_positions` and `end_positions`."""
+
+    output_class = QuestionAnsweringModelOutput
+
     def __init__(self, config):
         super().__init__(config)
         self.num_labels = config.num_labels
@@ -407,20 +404,19 @@ class NasBertForQuestionAnswering(NasBertWithHead):
         self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
         start_positions=None, end_positions=None, return_dict=None, **kwargs,
     ):
-        outputs = self.encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, kwargs)
-        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
-        start_logits, end_logits = start_logits.squeeze(-1).contiguous(), end_logits.squeeze(-1).contiguous()
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = self.loss_function(start_logits, end_logits, start_positions, end_positions)
-        output = QuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits,
-            end_logits=end_logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+        # Named arguments, not *args: Trainer reads this signature to pick the dataset columns and labels.
+        both = start_positions is not None and end_positions is not None
+        return super().forward(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            labels=(start_positions, end_positions) if both else None, return_dict=return_dict, **kwargs,
         )
-        return output if return_dict is not False else output.to_tuple()
+
+    def predict(self, outputs):
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
+        return {"start_logits": start_logits.squeeze(-1).contiguous(), "end_logits": end_logits.squeeze(-1).contiguous()}
+
+    def compute_loss(self, labels, start_logits, end_logits):
+        return self.loss_function(start_logits, end_logits, *labels)
 
 
 __all__ = [
