@@ -1,0 +1,97 @@
+"""`nasbert export-onnx`: ONNX export checked against PyTorch, optional int8, accuracy on a dev set."""
+
+HELP = "Export a saved model to ONNX (checked with ONNX Runtime), optionally int8-quantised."
+
+
+def add_arguments(parser):
+    from ..export_onnx import DEFAULT_ATOL, TASKS
+
+    parser.add_argument("model_dir", help="Folder written by save_pretrained (config.json + model.safetensors).")
+    parser.add_argument("--out", required=True, help="Folder for model.onnx, the config, tokenizer and report.")
+    parser.add_argument(
+        "--task", choices=list(TASKS), default=None, help="Head to export (default: the saved model's head)."
+    )
+    parser.add_argument(
+        "--quantize", choices=["int8"], default=None,
+        help="Also write model_int8.onnx (ONNX Runtime dynamic int8) and compare torch.ao dynamic int8.",
+    )
+    parser.add_argument(
+        "--dev-data", default=None,
+        help="A GLUE task folder (e.g. ../shared/data/glue/SST-2): report dev accuracy of every backend "
+        "(sequence-classification models fine-tuned on that task).",
+    )
+    parser.add_argument("--glue-task", default=None, help="GLUE task of --dev-data (default: the folder name).")
+    parser.add_argument("--max-length", type=int, default=128, help="Token limit for --dev-data (default 128).")
+    parser.add_argument(
+        "--atol", type=float, default=DEFAULT_ATOL,
+        help=f"Largest |ONNX Runtime - PyTorch| accepted (default {DEFAULT_ATOL:g}).",
+    )
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
+
+
+def run(args):
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    from ..export_onnx import ONNX_FILE, check_model_dir, export_onnx, load_model, task_of
+
+    # Check every argument before the (slow) export.
+    check_model_dir(args.model_dir)
+    task = args.task or task_of(AutoConfig.from_pretrained(args.model_dir))
+    if args.dev_data is not None:
+        if not Path(args.dev_data).is_dir():
+            raise FileNotFoundError(f"--dev-data {args.dev_data} is not a folder; pass a GLUE task folder.")
+        if task != "sequence-classification":
+            raise ValueError(f"--dev-data needs a sequence-classification model; this export is {task!r}.")
+    report = export_onnx(args.model_dir, args.out, task, args.atol, args.opset)
+    print(f"Wrote {Path(args.out) / report.onnx_file} ({report.task}, opset {report.opset}): "
+          f"max |ONNX Runtime - PyTorch| = {report.max_abs_diff:.2e} (< {report.atol:g}) on random padded batches")
+    if args.quantize is None and args.dev_data is None:
+        return 0
+    model, _ = load_model(args.model_dir, report.task)
+    fp32_path = Path(args.out) / ONNX_FILE
+    backends = {"torch-fp32": model, "onnx-fp32": fp32_path}
+    if args.quantize == "int8":
+        report.int8, int8_backends = _quantize(model, report.task, fp32_path)
+        backends.update(int8_backends)
+    if args.dev_data is not None:
+        accuracy = _dev_accuracy(backends, args)
+        report.dev = asdict(accuracy)
+        print(accuracy.to_markdown())
+    report.save(args.out)
+    return 0
+
+
+def _quantize(model, task, fp32_path):
+    from ..quantization import INT8_ONNX_FILE, INT8_TOLERANCE, int8_error, quantize_onnx, quantize_torch
+
+    int8_path = quantize_onnx(fp32_path, fp32_path.with_name(INT8_ONNX_FILE))
+    torch_int8 = quantize_torch(model)
+    errors = int8_error(model, task, onnx_int8=int8_path, torch_int8=torch_int8)
+    sizes = {name: path.stat().st_size / 2**20 for name, path in (("fp32", fp32_path), ("int8", int8_path))}
+    print(f"Wrote {int8_path} ({sizes['int8']:.1f} MiB vs {sizes['fp32']:.1f} MiB fp32); relative L2 error vs "
+          f"fp32 on random inputs: ONNX Runtime {errors['onnx']:.3f}, torch.ao {errors['torch']:.3f}")
+    for backend, error in errors.items():
+        if error > INT8_TOLERANCE:
+            print(f"warning: {backend} int8 error {error:.3f} is above the documented {INT8_TOLERANCE} "
+                  "(docs/deployment.md); check the dev-set accuracy before deploying it.")
+    summary = {"onnx_file": int8_path.name, "relative_error": errors, "tolerance": INT8_TOLERANCE, "size_mib": sizes}
+    return summary, {"torch-int8": torch_int8, "onnx-int8": int8_path}
+
+
+def _dev_accuracy(backends, args):
+    from transformers import AutoTokenizer
+
+    from ..quantization import compare_accuracy, onnx_predictor, torch_predictor
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.out)
+    except (OSError, ValueError, TypeError) as error:
+        raise FileNotFoundError(f"--dev-data needs a tokenizer saved in {args.model_dir} ({error}).") from error
+    predictors = {
+        name: onnx_predictor(backend) if name.startswith("onnx") else torch_predictor(backend)
+        for name, backend in backends.items()
+    }
+    return compare_accuracy(predictors, tokenizer, args.dev_data, args.glue_task, max_length=args.max_length)

@@ -1,0 +1,221 @@
+"""The NAS-BERT search space as data: hidden sizes, op choices, op slots and blocks.
+
+An architecture of the space is one hidden size for the whole model plus one op code per
+slot; the slots are cut into `num_blocks` equal blocks, the unit of block-wise distillation.
+Every slot offers the same op choices, except that `mha:H` is only offered at hidden sizes
+that H divides (the paper pairs head counts 2/3/4/6/8 with hidden sizes 128...512, so not
+every count fits every width). A block candidate (one hidden size plus the ops of one block's
+slots) is an `Architecture` too, so the same object drives the supernet, the costs and export.
+
+Presets live in `nasbert_hf/presets/<name>.yaml` (package data): a `search_space` section and
+an optional `training` section with the supernet-training defaults that fit the space.
+"""
+
+import itertools
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from .architecture import Architecture
+from .modeling import parse_op
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """`hidden_sizes` (ascending), `ops` (op codes offered in every slot), `num_slots` op slots
+    cut into `num_blocks` blocks of equal length."""
+
+    hidden_sizes: tuple
+    ops: tuple
+    num_slots: int
+    num_blocks: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        object.__setattr__(self, "ops", tuple(self.ops))
+        self._validate()
+
+    def _validate(self):
+        if not self.hidden_sizes or any(not isinstance(h, int) or h <= 0 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes={list(self.hidden_sizes)} must be a non-empty list of positive integers.")
+        if list(self.hidden_sizes) != sorted(set(self.hidden_sizes)):
+            raise ValueError(f"hidden_sizes={list(self.hidden_sizes)} must be strictly ascending, without repeats.")
+        if not self.ops or len(set(self.ops)) != len(self.ops):
+            raise ValueError(f"ops={list(self.ops)} must be a non-empty list of distinct op codes.")
+        for code in self.ops:
+            kind, size = parse_op(code)
+            if kind == "conv" and size % 2 == 0:
+                raise ValueError(f"Op {code!r}: conv kernels must be odd (3, 5, 7) to keep the sequence length.")
+            if kind == "mha" and not any(hidden % size == 0 for hidden in self.hidden_sizes):
+                raise ValueError(
+                    f"Op {code!r}: {size} heads divide none of hidden_sizes={list(self.hidden_sizes)}; "
+                    "use head counts that divide at least one hidden size."
+                )
+        if not isinstance(self.num_blocks, int) or self.num_blocks < 1:
+            raise ValueError(f"num_blocks={self.num_blocks!r} must be a positive integer.")
+        if not isinstance(self.num_slots, int) or self.num_slots < 1 or self.num_slots % self.num_blocks:
+            raise ValueError(
+                f"num_slots={self.num_slots!r} must be a positive multiple of num_blocks={self.num_blocks} "
+                "(every block holds the same number of slots)."
+            )
+
+    # -- shape of the space -------------------------------------------------------------------
+
+    @property
+    def slots_per_block(self):
+        return self.num_slots // self.num_blocks
+
+    @property
+    def max_hidden_size(self):
+        return self.hidden_sizes[-1]
+
+    def max_size(self, kind):
+        """Largest size among the ops of one type (`"mha"` heads, `"ffn"` inner size), 0 if absent."""
+        return max((size for k, size in map(parse_op, self.ops) if k == kind), default=0)
+
+    def ops_for(self, hidden_size):
+        """The op codes a slot offers at `hidden_size` (head counts that do not divide it left out)."""
+        return tuple(code for code in self.ops if _fits(code, hidden_size))
+
+    def size(self):
+        """Exact number of whole architectures in the space."""
+        return sum(len(self.ops_for(h)) ** self.num_slots for h in self.hidden_sizes)
+
+    def block_size(self):
+        """Exact number of candidates of one block (hidden size x ops of its slots)."""
+        return sum(len(self.ops_for(h)) ** self.slots_per_block for h in self.hidden_sizes)
+
+    def block_slots(self, block):
+        """The slot indices of `block`, as a `range`."""
+        if not 0 <= block < self.num_blocks:
+            raise ValueError(f"block={block} is out of range for a space of {self.num_blocks} blocks.")
+        return range(block * self.slots_per_block, (block + 1) * self.slots_per_block)
+
+    # -- candidates ----------------------------------------------------------------------------
+
+    def enumerate_block(self, hidden_size=None):
+        """Every block candidate (as an `Architecture`), hidden size by hidden size, in a fixed order."""
+        hiddens = self.hidden_sizes if hidden_size is None else (hidden_size,)
+        for hidden in hiddens:
+            for layers in itertools.product(self.ops_for(hidden), repeat=self.slots_per_block):
+                yield Architecture(hidden, layers)
+
+    def sample_block(self, rng, hidden_size=None):
+        """A uniformly random block candidate; `rng` is a `random.Random` (explicit, for reproducibility)."""
+        hidden = rng.choice(self.hidden_sizes) if hidden_size is None else hidden_size
+        ops = self.ops_for(hidden)
+        return Architecture(hidden, tuple(rng.choice(ops) for _ in range(self.slots_per_block)))
+
+    def validate(self, arch, block=None):
+        """Raise `ValueError` unless `arch` belongs to the space (or is a candidate of one block)."""
+        expected = self.num_slots if block is None else self.slots_per_block
+        what = "architecture" if block is None else f"block {block} candidate"
+        if arch.hidden_size not in self.hidden_sizes:
+            raise ValueError(f"{what} {arch}: hidden size {arch.hidden_size} is not one of {list(self.hidden_sizes)}.")
+        if len(arch.layers) != expected:
+            raise ValueError(f"{what} {arch}: has {len(arch.layers)} slots, the space has {expected}.")
+        allowed = self.ops_for(arch.hidden_size)
+        for index, code in enumerate(arch.layers):
+            if code not in allowed:
+                raise ValueError(f"{what} {arch}: slot {index} op {code!r} is not one of {list(allowed)}.")
+
+    def split(self, arch):
+        """The per-block candidates of a whole architecture."""
+        self.validate(arch)
+        return [Architecture(arch.hidden_size, arch.layers[s.start : s.stop]) for s in map(self.block_slots, range(self.num_blocks))]
+
+    def join(self, blocks):
+        """The whole architecture made of one candidate per block (all with the same hidden size)."""
+        hiddens = {block.hidden_size for block in blocks}
+        if len(blocks) != self.num_blocks or len(hiddens) != 1:
+            raise ValueError(
+                f"Need one candidate per block ({self.num_blocks}) sharing one hidden size; got "
+                f"{len(blocks)} with hidden sizes {sorted(hiddens)}."
+            )
+        arch = Architecture(hiddens.pop(), tuple(code for block in blocks for code in block.layers))
+        self.validate(arch)
+        return arch
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    def to_dict(self):
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {"hidden_sizes", "ops", "num_slots", "num_blocks"}
+        unknown = set(data) - known
+        missing = known - set(data)
+        if unknown or missing:
+            raise ValueError(
+                f"Search space fields: unknown {sorted(unknown)}, missing {sorted(missing)}; expected {sorted(known)}."
+            )
+        return cls(**data)
+
+    def describe(self):
+        return (
+            f"{len(self.hidden_sizes)} hidden sizes {list(self.hidden_sizes)}, {len(self.ops)} ops {list(self.ops)}, "
+            f"{self.num_slots} slots in {self.num_blocks} blocks: {self.size():.3e} architectures "
+            f"({self.block_size()} candidates per block)"
+        )
+
+
+def _fits(code, hidden_size):
+    kind, size = parse_op(code)
+    return kind != "mha" or hidden_size % size == 0
+
+
+def preset_names():
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path):
+    """`tiny`/`base` -> the packaged preset file; anything else must be an existing YAML/JSON file."""
+    text = str(name_or_path)
+    if text in preset_names():
+        return PRESETS_DIR / f"{text}.yaml"
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Search-space config {text!r} is neither a preset ({', '.join(preset_names())}) nor an existing file."
+        )
+    return path
+
+
+def read_config(name_or_path):
+    """The whole config file as a dict: `{"search_space": {...}, "training": {...}}` (training optional).
+
+    A file holding only the search-space fields at top level is accepted too.
+    """
+    path = resolve_config_path(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"Search-space config {path} must hold a mapping, got {type(data).__name__}.")
+    if "search_space" not in data:
+        data = {"search_space": data}
+    return data
+
+
+def load_search_space(name_or_path):
+    """The `SearchSpace` of a preset name (`tiny`, `base`) or of a YAML/JSON file."""
+    return SearchSpace.from_dict(read_config(name_or_path)["search_space"])
+
+
+def config_training_defaults(name_or_path):
+    """The `training` section of a preset or config file (empty when absent)."""
+    return dict(read_config(name_or_path).get("training") or {})
+
+
+def check_against_teacher(space, teacher):
+    """Raise `ValueError` when the teacher cannot supply one target per block."""
+    if space.num_blocks > teacher.num_layers:
+        raise ValueError(
+            f"The search space has num_blocks={space.num_blocks} blocks but teacher {teacher.name!r} has only "
+            f"{teacher.num_layers} layers: every block needs at least one teacher layer; use at most "
+            f"{teacher.num_layers} blocks."
+        )

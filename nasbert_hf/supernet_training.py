@@ -1,0 +1,508 @@
+"""Supernet training: block-wise distillation with progressive shrinking, driven by Accelerate.
+
+`train_supernet(args)` runs the whole stage and writes the run folder:
+
+    RUN_DIR/run_config.json        search space, teacher, corpus, seq_len, training arguments, seed
+    RUN_DIR/checkpoints/step-N/    resumable state (Accelerate state + trainer_state.json), atomic
+    RUN_DIR/log.jsonl              losses, learning rate and pool sizes (the "jsonl" tracker)
+    RUN_DIR/supernet.safetensors   final supernet weights
+    RUN_DIR/candidates.json        surviving candidates per block with final validation losses
+
+The same code runs on one CPU, on several CPU processes (`torchrun --nproc_per_node 2`, gloo)
+and on many GPUs with mixed precision. `batch_size` is the global batch: Accelerate splits each
+batch over the processes (`split_batches`), so a run gives the same result on any number of
+processes. Runs are deterministic given the seed, also across a kill and `--resume`:
+sub-architectures are drawn from generators seeded by (seed, step, block), batches are a
+function of (seed, epoch, position) (see `data.py`), and the global RNG (dropout) is reseeded
+from (seed, step, process) at every step.
+"""
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.tracking import GeneralTracker
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .blockwise import distillation_step
+from .search_space import check_against_teacher, config_training_defaults, load_search_space
+from .shrinking import (
+    ShrinkingConfig,
+    candidates_table,
+    initial_pools,
+    pools_from_table,
+    sample_block_archs,
+    score_pool,
+    shrink_pool,
+    write_json,
+)
+from .supernet import CANDIDATES, RUN_CONFIG, SUPERNET_WEIGHTS, Supernet
+
+CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
+LOG_FILE = "log.jsonl"
+
+# Arguments that define the run; a resumed run must keep them (others, like max_steps, may change).
+RUN_IDENTITY = (
+    "search_space", "teacher", "corpus", "seq_len", "batch_size", "seed", "learning_rate", "weight_decay",
+    "dropout", "validation_size", "max_train_sequences", "pool_size", "num_bins", "drop_fraction", "min_per_bin",
+    "shrink_every", "eval_batch_size", "eval_batches",
+)
+
+
+@dataclass
+class SupernetTrainingArguments:
+    """Arguments of `train_supernet` (and of `recipes/train_supernet.py`, `nasbert supernet`)."""
+
+    output_dir: Optional[str] = field(default=None, metadata={"help": "Run folder (RUN_DIR) to write."})
+    search_space: str = field(default="tiny", metadata={"help": "Preset name (tiny, base) or a YAML/JSON file."})
+    teacher: Optional[str] = field(default=None, metadata={"help": "Teacher folder or Hub name (default: all-MiniLM-L6-v2)."})
+    corpus: Optional[str] = field(default=None, metadata={"help": "Corpus file/folder/glob or Hub dataset (default: embedded Wikipedia sample)."})
+    seq_len: int = field(default=128, metadata={"help": "Tokens per packed sequence."})
+    batch_size: int = field(default=16, metadata={"help": "Global training batch (split over processes)."})
+    max_steps: int = field(default=200, metadata={"help": "Training steps."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorms)."})
+    warmup_steps: int = field(default=20, metadata={"help": "Linear warm-up steps."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Per-block gradient clipping (0: off)."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout inside the supernet ops."})
+    validation_size: float = field(default=0.05, metadata={"help": "Held-out fraction (or number, if >= 1) of sequences."})
+    max_train_sequences: Optional[int] = field(default=None, metadata={"help": "Cap on training sequences."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Global batch for scoring candidates."})
+    eval_batches: int = field(default=2, metadata={"help": "Validation batches that score each candidate."})
+    pool_size: int = field(default=96, metadata={"help": "Candidates per block at the start."})
+    num_bins: int = field(default=2, metadata={"help": "Parameter-count bins per hidden size."})
+    shrink_every: int = field(default=50, metadata={"help": "Steps between shrinks."})
+    drop_fraction: float = field(default=0.5, metadata={"help": "Fraction of each bin dropped per shrink."})
+    min_per_bin: int = field(default=2, metadata={"help": "Candidates every bin keeps."})
+    save_steps: int = field(default=50, metadata={"help": "Steps between checkpoints."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Checkpoints kept on disk."})
+    logging_steps: int = field(default=10, metadata={"help": "Steps between log lines."})
+    seed: int = field(default=0, metadata={"help": "Seed of everything random."})
+    resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir from its last checkpoint."})
+    cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache folder."})
+    report_to: str = field(default="jsonl", metadata={"help": "Comma-separated trackers: jsonl, tensorboard, wandb..."})
+
+    def __post_init__(self):
+        if self.validation_size >= 1:
+            self.validation_size = int(self.validation_size)
+        self.shrinking()  # validates the shrinking fields
+        for name in ("batch_size", "eval_batch_size", "eval_batches", "max_steps", "save_steps", "logging_steps", "seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+
+    def shrinking(self):
+        return ShrinkingConfig(self.pool_size, self.num_bins, self.shrink_every, self.drop_fraction, self.min_per_bin)
+
+    @classmethod
+    def from_config(cls, search_space="tiny", **overrides):
+        """Arguments from a preset/config file's `training` section, then `overrides` (None = not given)."""
+        values = config_training_defaults(search_space)
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown training arguments {sorted(unknown)} in config {search_space!r}.")
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(search_space=str(search_space), **values)
+
+
+class JsonLinesTracker(GeneralTracker):
+    """An Accelerate tracker writing one JSON object per `log` call to `RUN_DIR/log.jsonl`."""
+
+    name = "jsonl"
+    requires_logging_directory = False
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+
+    @property
+    def tracker(self):
+        return self.path
+
+    def store_init_configuration(self, values):
+        pass  # the configuration is `run_config.json`
+
+    def log(self, values, step=None, **kwargs):
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": step, **values}) + "\n")
+
+
+def train_supernet(args):
+    """Train the supernet of `args.search_space`; returns the run folder (see the module doc)."""
+    if not args.output_dir:
+        raise ValueError("output_dir is required: the run folder to write (e.g. --out runs/supernet).")
+    run_dir = Path(args.output_dir)
+    accelerator = _accelerator(args, run_dir)
+    space = load_search_space(args.search_space)
+    from .teacher import load_teacher
+
+    teacher = load_teacher(args.teacher, device=accelerator.device)
+    check_against_teacher(space, teacher)
+    _check_batches(args, accelerator.num_processes)
+    run_config = _run_config(args, space, teacher, accelerator)
+    checkpoint = _check_run_dir(args, run_dir, run_config, accelerator)
+    train_loader, eval_loader = _dataloaders(args, teacher, accelerator)
+    _write_run_config(run_dir, run_config, space, checkpoint, accelerator)
+
+    set_seed(args.seed)  # the same initial supernet on every process
+    supernet = Supernet(
+        space,
+        teacher.hidden_size,
+        hidden_act=_activation(teacher),
+        layer_norm_eps=getattr(teacher.model.config, "layer_norm_eps", 1e-12),
+        dropout=args.dropout,
+    )
+    optimizer = torch.optim.AdamW(_parameter_groups(supernet, args.weight_decay), lr=args.learning_rate)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.warmup_steps, args.max_steps)
+    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        supernet, optimizer, train_loader, eval_loader, scheduler
+    )
+    state = {"step": 0, "pools": initial_pools(space, args.shrinking(), args.seq_len, args.seed)}
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        saved = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+        state = {"step": saved["step"], "pools": pools_from_table(saved["pools"])}
+    if accelerator.is_main_process:
+        _truncate_log(run_dir / LOG_FILE, state["step"])
+    accelerator.init_trackers("supernet", config={"search_space": args.search_space, "seed": args.seed})
+
+    loop = TrainingLoop(args, accelerator, model, optimizer, scheduler, teacher, train_loader, eval_loader, run_dir)
+    loop.run(state)
+    loop.finish(state)
+    accelerator.end_training()
+    return run_dir
+
+
+class TrainingLoop:
+    """The step loop: sample, distil, log, shrink on schedule, checkpoint; then the final outputs."""
+
+    def __init__(self, args, accelerator, model, optimizer, scheduler, teacher, train_loader, eval_loader, run_dir):
+        self.args, self.accelerator, self.model = args, accelerator, model
+        self.optimizer, self.scheduler, self.teacher = optimizer, scheduler, teacher
+        self.train_loader, self.eval_loader, self.run_dir = train_loader, eval_loader, run_dir
+        self.supernet = accelerator.unwrap_model(model)
+        self.shrink_steps = set(args.shrinking().shrink_steps(args.max_steps))
+
+    def run(self, state):
+        args, accelerator = self.args, self.accelerator
+        progress = tqdm(
+            total=args.max_steps, initial=state["step"], desc="supernet", disable=not accelerator.is_local_main_process
+        )
+        window = []
+        for batch in self._batches(state["step"]):
+            step = state["step"]
+            block_archs = sample_block_archs(state["pools"], args.seed, step)
+            torch.manual_seed(_derive_seed(args.seed, step, accelerator.process_index))  # dropout
+            self.model.train()
+            losses = distillation_step(
+                accelerator, self.model, self.teacher, batch, self.optimizer, self.scheduler, block_archs,
+                args.max_grad_norm,
+            )
+            window.append(losses)
+            state["step"] = step = step + 1
+            progress.update(1)
+            if step % args.logging_steps == 0 or step == args.max_steps:
+                self._log_losses(window, step, progress)
+                window = []
+            if step in self.shrink_steps:
+                self._shrink(state)
+            if step % args.save_steps == 0 or step == args.max_steps:
+                self._save_checkpoint(state)
+        progress.close()
+
+    def _batches(self, start_step):
+        """Training batches from global step `start_step` on: epoch and offset follow from the step."""
+        per_epoch = len(self.train_loader)
+        if per_epoch == 0:
+            raise ValueError(
+                f"The training split has fewer sequences than one batch ({self.args.batch_size}); "
+                "use a larger corpus or a smaller --batch-size."
+            )
+        step = start_step
+        while step < self.args.max_steps:
+            epoch, offset = divmod(step, per_epoch)
+            self.train_loader.set_epoch(epoch)
+            loader = self.accelerator.skip_first_batches(self.train_loader, offset) if offset else self.train_loader
+            for batch in loader:
+                yield batch
+                step += 1
+                if step >= self.args.max_steps:
+                    return
+
+    def _log_losses(self, window, step, progress):
+        losses = self.accelerator.reduce(torch.stack(window).mean(0), "mean").tolist()
+        values = {f"loss/block_{b}": loss for b, loss in enumerate(losses)}
+        values.update({"loss": sum(losses), "lr": self.scheduler.get_last_lr()[0]})
+        self.accelerator.log(values, step=step)
+        progress.set_postfix(loss=f"{sum(losses):.4f}")
+
+    # -- shrinking -----------------------------------------------------------------------------
+
+    def _score(self, pools):
+        """Set the validation loss of every candidate of every pool."""
+        eval_states = self._eval_states()
+        reduce = (lambda sums: self.accelerator.reduce(sums, "sum")) if self.accelerator.num_processes > 1 else None
+        self.supernet.eval()
+        with self.accelerator.autocast():
+            for block, pool in enumerate(pools):
+                score_pool(self.supernet, block, pool, eval_states, reduce)
+        self.supernet.train()
+
+    @torch.no_grad()
+    def _eval_states(self):
+        states = []
+        num_blocks = len(self.supernet.blocks)
+        with self.accelerator.autocast():
+            for index, batch in enumerate(self.eval_loader):
+                if index >= self.args.eval_batches:
+                    break
+                hidden = self.teacher.block_states(batch["input_ids"], batch["attention_mask"], num_blocks)
+                states.append((hidden, batch["attention_mask"]))
+        return states
+
+    def _shrink(self, state):
+        self._score(state["pools"])
+        shrinking = self.args.shrinking()
+        state["pools"] = [shrink_pool(pool, shrinking.drop_fraction, shrinking.min_per_bin) for pool in state["pools"]]
+        self.accelerator.log({f"pool/block_{b}": len(pool) for b, pool in enumerate(state["pools"])}, step=state["step"])
+
+    # -- checkpoints and outputs ---------------------------------------------------------------
+
+    def _save_checkpoint(self, state):
+        save_checkpoint(self.accelerator, self.run_dir, state, self.args.keep_checkpoints)
+
+    def finish(self, state):
+        """Score the final pools once more and write `candidates.json` and `supernet.safetensors`."""
+        self._score(state["pools"])
+        if self.accelerator.is_main_process:
+            write_json(self.run_dir / CANDIDATES, candidates_table(state["pools"]))
+            self.supernet.save(self.run_dir / SUPERNET_WEIGHTS)
+        self.accelerator.wait_for_everyone()
+
+
+# -- setup -------------------------------------------------------------------------------------
+
+
+def _accelerator(args, run_dir):
+    trackers = []
+    for name in filter(None, (part.strip() for part in args.report_to.split(","))):
+        trackers.append(JsonLinesTracker(run_dir / LOG_FILE) if name == "jsonl" else name)
+    return Accelerator(
+        cpu=args.cpu,
+        mixed_precision=args.mixed_precision,
+        # The batch is global: every process gets its slice of the same batch, so results do not
+        # depend on the number of processes (and the scheduler steps once per step).
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+        # Each step trains one sampled op per slot: the other ops get no gradient.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        log_with=trackers or None,
+        project_dir=str(run_dir),
+    )
+
+
+def _check_batches(args, num_processes):
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(args, name) % num_processes:
+            raise ValueError(
+                f"{name}={getattr(args, name)} is the global batch and must be divisible by the number of "
+                f"processes ({num_processes})."
+            )
+
+
+def _activation(teacher):
+    activation = getattr(teacher.model.config, "hidden_act", "gelu")
+    return activation if isinstance(activation, str) else "gelu"
+
+
+def _parameter_groups(model, weight_decay):
+    # As in BERT pretraining: no weight decay on biases and LayerNorm weights.
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        (no_decay if parameter.ndim == 1 else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _dataloaders(args, teacher, accelerator):
+    from .data import DEFAULT_CORPUS, build_mlm_datasets, mlm_dataloader
+
+    corpus = args.corpus or DEFAULT_CORPUS
+    with accelerator.main_process_first():  # the main process tokenises, the others read its cache
+        splits = build_mlm_datasets(
+            corpus,
+            teacher.tokenizer,
+            seq_len=args.seq_len,
+            validation_size=args.validation_size,
+            seed=args.seed,
+            max_train_sequences=args.max_train_sequences,
+            cache_dir=args.cache_dir,
+        )
+    if len(splits["validation"]) < args.eval_batch_size:
+        raise ValueError(
+            f"The validation split holds {len(splits['validation'])} sequences, fewer than one eval batch "
+            f"({args.eval_batch_size}); raise validation_size or lower eval_batch_size."
+        )
+    train = mlm_dataloader(splits["train"], teacher.tokenizer, args.batch_size, shuffle=True, seed=args.seed)
+    evaluation = mlm_dataloader(splits["validation"], teacher.tokenizer, args.eval_batch_size, shuffle=False, seed=args.seed)
+    return _full_batches_only(train), _full_batches_only(evaluation)
+
+
+def _full_batches_only(loader):
+    """The same loader with `drop_last=True`: a short last batch would split unevenly over
+    processes (Accelerate pads it with repeated rows), so results would depend on their number."""
+    return DataLoader(
+        loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler, collate_fn=loader.collate_fn, drop_last=True
+    )
+
+
+def _run_config(args, space, teacher, accelerator):
+    return {
+        "search_space": space.to_dict(),
+        "search_space_size": space.size(),
+        "teacher": teacher.name,
+        "teacher_block_boundaries": teacher.block_boundaries(space.num_blocks),
+        "corpus": args.corpus,
+        "seq_len": args.seq_len,
+        "seed": args.seed,
+        "training": asdict(args),
+        "supernet": {
+            "teacher_hidden_size": teacher.hidden_size,
+            "hidden_act": _activation(teacher),
+            "layer_norm_eps": getattr(teacher.model.config, "layer_norm_eps", 1e-12),
+            "dropout": args.dropout,
+            "initializer_range": 0.02,
+        },
+        "num_processes": accelerator.num_processes,
+    }
+
+
+def _check_run_dir(args, run_dir, run_config, accelerator):
+    """Refuse to overwrite a run, or to resume one with other arguments; return the checkpoint to
+    resume from (None for a fresh start)."""
+    config_path = run_dir / RUN_CONFIG
+    checkpoint = None
+    if config_path.is_file():
+        if not args.resume:
+            raise ValueError(
+                f"{run_dir} already holds a supernet run ({RUN_CONFIG}); pass --resume to continue it or choose "
+                "another output folder."
+            )
+        _check_same_run(json.loads(config_path.read_text(encoding="utf-8")), run_config)
+        checkpoint = latest_checkpoint(run_dir)
+    accelerator.wait_for_everyone()  # every process has checked the folder before the main one writes
+    return checkpoint
+
+
+def _write_run_config(run_dir, run_config, space, checkpoint, accelerator):
+    if accelerator.is_main_process:
+        (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / RUN_CONFIG, run_config)
+        accelerator.print(f"Search space: {space.describe()}")
+        if checkpoint is not None:
+            accelerator.print(f"Resuming from {checkpoint}")
+    accelerator.wait_for_everyone()
+
+
+def _check_same_run(saved, current):
+    saved_space, current_space = saved.get("search_space"), current["search_space"]
+    if saved_space != current_space:
+        raise ValueError(f"--resume: the run's search space {saved_space} differs from the requested {current_space}.")
+    if saved.get("teacher") != current["teacher"]:
+        raise ValueError(f"--resume: the run's teacher {saved.get('teacher')!r} differs from {current['teacher']!r}.")
+    saved_args, current_args = saved.get("training", {}), current["training"]
+    for name in RUN_IDENTITY:
+        if name not in ("search_space", "teacher") and saved_args.get(name) != current_args[name]:
+            raise ValueError(
+                f"--resume: the run was started with {name}={saved_args.get(name)!r}, now {name}={current_args[name]!r}; "
+                "resume with the same value (or start a new run folder)."
+            )
+
+
+def _truncate_log(path, step):
+    """Drop log lines written after the checkpoint a run resumes from (they will be logged again)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _line_step(line) <= step]
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    temporary.replace(path)
+
+
+def _line_step(line):
+    try:
+        return json.loads(line).get("step") or 0
+    except json.JSONDecodeError:  # a line cut by a kill
+        return float("inf")
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def checkpoint_name(step):
+    return f"step-{step:08d}"
+
+
+def latest_checkpoint(run_dir):
+    """The newest complete checkpoint folder (one holding `trainer_state.json`), or None."""
+    folder = Path(run_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    complete = sorted(path for path in folder.glob("step-*") if (path / TRAINER_STATE).is_file())
+    return complete[-1] if complete else None
+
+
+def save_checkpoint(accelerator, run_dir, state, keep):
+    """Save the Accelerate state and the trainer state into `checkpoints/step-N`, atomically:
+    everything is written into a temp folder that is renamed when complete; then only the
+    newest `keep` checkpoints are kept."""
+    folder = Path(run_dir) / CHECKPOINTS
+    final = folder / checkpoint_name(state["step"])
+    if (final / TRAINER_STATE).is_file():
+        return final
+    temporary = folder / f".tmp-{final.name}"
+    if accelerator.is_main_process and temporary.exists():
+        shutil.rmtree(temporary)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    if accelerator.is_main_process:
+        trainer_state = {"step": state["step"], "pools": candidates_table(state["pools"])}
+        (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state), encoding="utf-8")
+        _fsync_tree(temporary)
+        os.replace(temporary, final)
+        _prune_checkpoints(folder, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _fsync_tree(folder):
+    # Make the files durable before the rename publishes the folder.
+    for path in Path(folder).iterdir():
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _prune_checkpoints(folder, keep):
+    complete = sorted(path for path in folder.glob("step-*") if (path / TRAINER_STATE).is_file())
+    for old in complete[: max(0, len(complete) - keep)]:
+        doomed = old.with_name(f".old-{old.name}")
+        os.replace(old, doomed)  # atomic: a kill during the delete leaves no half checkpoint named step-*
+        shutil.rmtree(doomed)
+    for leftover in folder.glob(".old-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _derive_seed(*numbers):
+    return int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(1, dtype=np.uint64)[0] >> 1)

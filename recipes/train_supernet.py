@@ -1,0 +1,47 @@
+"""Train a NAS-BERT supernet: block-wise distillation from a teacher with progressive shrinking.
+
+    python recipes/train_supernet.py recipes/configs/tiny.yaml --output_dir runs/tiny
+    python recipes/train_supernet.py --search_space base --teacher bert-base-uncased --output_dir runs/base
+    torchrun --nproc_per_node 2 recipes/train_supernet.py recipes/configs/tiny.yaml --cpu --output_dir runs/tiny
+    accelerate launch --multi_gpu recipes/train_supernet.py recipes/configs/base.yaml --output_dir runs/base
+
+A config (first argument, or `--search_space NAME_OR_FILE`) gives the search space and, in its
+`training` section, the defaults of every argument; command-line flags override them. Add
+`--resume` to continue a killed run from its last checkpoint. All the work is done by
+`nasbert_hf.supernet_training.train_supernet`; this script only parses arguments.
+"""
+
+import argparse
+import sys
+
+from transformers import HfArgumentParser
+
+from nasbert_hf.search_space import config_training_defaults
+from nasbert_hf.supernet_training import SupernetTrainingArguments, train_supernet
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def parse_arguments(argv):
+    parser = HfArgumentParser(SupernetTrainingArguments)
+    if argv and argv[0].endswith(CONFIG_SUFFIXES):
+        config, argv = argv[0], argv[1:]
+    else:
+        config = argparse.ArgumentParser(add_help=False)
+        config.add_argument("--search_space", default="tiny")
+        config = config.parse_known_args(argv)[0].search_space
+    # Validates the config's training keys; the parser then takes them as defaults.
+    SupernetTrainingArguments.from_config(config)
+    parser.set_defaults(search_space=config, **config_training_defaults(config))
+    (args,) = parser.parse_args_into_dataclasses(argv)
+    return args
+
+
+def main(argv=None):
+    args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    run_dir = train_supernet(args)
+    print(f"Supernet run written to {run_dir}")
+
+
+if __name__ == "__main__":
+    main()

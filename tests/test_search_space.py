@@ -1,0 +1,125 @@
+import json
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from nasbert_hf.architecture import Architecture
+from nasbert_hf.search_space import (
+    SearchSpace,
+    check_against_teacher,
+    config_training_defaults,
+    load_search_space,
+    preset_names,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = SearchSpace([8, 12], ["mha:2", "mha:3", "mha:4", "ffn:16", "conv:3", "id"], 4, 2)
+
+
+def test_presets_are_the_documented_spaces():
+    assert {"tiny", "base"} <= set(preset_names())
+    base = load_search_space("base")
+    assert (base.num_slots, base.num_blocks, base.slots_per_block) == (24, 4, 6)
+    assert base.hidden_sizes == (128, 192, 256, 384, 512)
+    assert {"conv:3", "conv:5", "conv:7", "id"} <= set(base.ops)
+    assert any(code.startswith("mha:") for code in base.ops) and any(code.startswith("ffn:") for code in base.ops)
+    tiny = load_search_space("tiny")
+    assert tiny.num_blocks <= 6 and 2 <= tiny.slots_per_block <= 4 and tiny.max_hidden_size <= 384
+
+
+def test_recipe_configs_are_links_to_the_packaged_presets():
+    for name in ("tiny", "base"):
+        link = REPO / "recipes" / "configs" / f"{name}.yaml"
+        assert link.is_symlink() and not Path(link.readlink()).is_absolute()
+        assert link.resolve() == (REPO / "nasbert_hf" / "presets" / f"{name}.yaml").resolve()
+        assert load_search_space(link) == load_search_space(name)
+
+
+def test_size_is_the_exact_number_of_architectures():
+    # Counted by hand: at hidden 8, mha:3 does not fit (5 ops); at 12 all 6 fit.
+    assert SMALL.ops_for(8) == ("mha:2", "mha:4", "ffn:16", "conv:3", "id")
+    assert SMALL.ops_for(12) == SMALL.ops
+    assert SMALL.size() == 5**4 + 6**4
+    assert SMALL.block_size() == 5**2 + 6**2 == len(list(SMALL.enumerate_block()))
+    assert len(set(SMALL.enumerate_block())) == SMALL.block_size()
+    one_block = SearchSpace([8, 12], SMALL.ops, 3, 1)
+    assert one_block.size() == one_block.block_size() == len(list(one_block.enumerate_block()))
+    tiny = load_search_space("tiny")
+    assert tiny.size() == 3 * 6**12
+    base = load_search_space("base")
+    # 192 and 384 take every head count (2, 3, 4, 6, 8): 14 ops; 128, 256, 512 take 2, 4, 8: 12 ops.
+    assert base.size() == 2 * 14**24 + 3 * 12**24
+    assert isinstance(base.size(), int)
+
+
+def test_round_trips_through_dict_yaml_and_json(tmp_path):
+    assert SearchSpace.from_dict(SMALL.to_dict()) == SMALL
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(SMALL.to_dict()))
+    assert load_search_space(path) == SMALL
+    yaml_path = tmp_path / "space.yaml"
+    yaml_path.write_text("search_space:\n  hidden_sizes: [8, 12]\n  ops: [mha:2, mha:3, mha:4, ffn:16, conv:3, id]\n"
+                         "  num_slots: 4\n  num_blocks: 2\ntraining:\n  max_steps: 7\n")
+    assert load_search_space(yaml_path) == SMALL
+    assert config_training_defaults(yaml_path) == {"max_steps": 7}
+    assert config_training_defaults(path) == {}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(hidden_sizes=[16, 8]), "strictly ascending"),
+        (dict(hidden_sizes=[]), "non-empty"),
+        (dict(ops=["mha:5"]), "5 heads divide none of hidden_sizes"),
+        (dict(ops=["conv:4"]), "odd"),
+        (dict(ops=["lstm:3"]), "Unknown op code 'lstm:3'"),
+        (dict(ops=["id", "id"]), "distinct"),
+        (dict(num_slots=5), "num_slots=5 must be a positive multiple of num_blocks=2"),
+        (dict(num_blocks=0), "num_blocks=0"),
+    ],
+)
+def test_invalid_spaces_raise_clear_errors(kwargs, message):
+    fields = dict(hidden_sizes=[8, 16], ops=["mha:2", "id"], num_slots=4, num_blocks=2)
+    fields.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        SearchSpace(**fields)
+
+
+def test_unknown_or_missing_fields_and_files():
+    with pytest.raises(ValueError, match=r"unknown \['heads'\], missing \['num_blocks'\]"):
+        SearchSpace.from_dict({"hidden_sizes": [8], "ops": ["id"], "num_slots": 2, "heads": 3})
+    with pytest.raises(FileNotFoundError, match="'nope.yaml' is neither a preset"):
+        load_search_space("nope.yaml")
+
+
+def test_validate_split_and_join():
+    arch = Architecture(8, ("mha:2", "conv:3", "id", "ffn:16"))
+    blocks = SMALL.split(arch)
+    assert blocks == [Architecture(8, ("mha:2", "conv:3")), Architecture(8, ("id", "ffn:16"))]
+    assert SMALL.join(blocks) == arch
+    with pytest.raises(ValueError, match="slot 1 op 'conv:5' is not one of"):
+        SMALL.validate(Architecture(8, ("id", "conv:5", "id", "id")))
+    with pytest.raises(ValueError, match="hidden size 16 is not one of"):
+        SMALL.validate(Architecture(16, ("id",) * 4))
+    with pytest.raises(ValueError, match="has 3 slots, the space has 4"):
+        SMALL.validate(Architecture(8, ("id",) * 3))
+    with pytest.raises(ValueError, match="sharing one hidden size"):
+        SMALL.join([Architecture(8, ("id", "id")), Architecture(12, ("id", "id"))])
+    assert list(SMALL.block_slots(1)) == [2, 3]
+
+
+def test_sampling_is_reproducible_and_stays_in_the_space():
+    first = [SMALL.sample_block(random.Random(3)) for _ in range(5)]
+    assert first == [SMALL.sample_block(random.Random(3)) for _ in range(5)]
+    rng = random.Random(0)
+    for _ in range(200):
+        SMALL.validate(SMALL.sample_block(rng), block=0)
+
+
+def test_more_blocks_than_teacher_layers_is_refused():
+    teacher = SimpleNamespace(name="tiny-teacher", num_layers=1)
+    with pytest.raises(ValueError, match="num_blocks=2 blocks but teacher 'tiny-teacher' has only 1 layers"):
+        check_against_teacher(SMALL, teacher)
+    check_against_teacher(SMALL, SimpleNamespace(name="ok", num_layers=2))

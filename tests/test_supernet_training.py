@@ -1,0 +1,303 @@
+import gzip
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_supernet import save_random_teacher
+
+from nasbert_hf.search_space import load_search_space
+from nasbert_hf.shrinking import bins_of, read_candidates
+from nasbert_hf.supernet import Supernet, evaluate_architecture
+from nasbert_hf.supernet_training import (
+    SupernetTrainingArguments,
+    latest_checkpoint,
+    train_supernet,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "train_supernet.py"
+
+SPACE_YAML = """\
+search_space:
+  hidden_sizes: [16, 24]
+  ops: ["mha:2", "mha:4", "ffn:32", "ffn:64", "conv:3", "id"]
+  num_slots: 4
+  num_blocks: 2
+training:
+  seq_len: 32
+  batch_size: 8
+  eval_batch_size: 8
+  max_steps: 12
+  warmup_steps: 2
+  pool_size: 16
+  shrink_every: 4
+  save_steps: 4
+  logging_steps: 2
+  max_train_sequences: 400
+"""
+
+
+def real_text_sample(path, characters=300_000):
+    """The first paragraphs of the embedded Wikipedia sample, as a small corpus file."""
+    from nasbert_hf.data import DEFAULT_CORPUS
+
+    with gzip.open(DEFAULT_CORPUS, "rt", encoding="utf-8") as handle:
+        path.write_text(handle.read(characters), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("supernet_training")
+    (root / "space.yaml").write_text(SPACE_YAML)
+    return {
+        "root": root,
+        "space": str(root / "space.yaml"),
+        "teacher": str(save_random_teacher(root / "teacher")),
+        "corpus": str(real_text_sample(root / "corpus.txt")),
+        "cache_dir": str(root / "cache"),
+    }
+
+
+def arguments(setup, run_dir, **overrides):
+    values = dict(output_dir=str(run_dir), teacher=setup["teacher"], corpus=setup["corpus"], cache_dir=setup["cache_dir"], cpu=True)
+    values.update(overrides)
+    return SupernetTrainingArguments.from_config(values.pop("search_space", setup["space"]), **values)
+
+
+def command_line(setup, run_dir, *extra):
+    return [
+        str(RECIPE), setup["space"], "--cpu", "--output_dir", str(run_dir), "--teacher", setup["teacher"],
+        "--corpus", setup["corpus"], "--cache_dir", setup["cache_dir"], *extra,
+    ]
+
+
+def same_run_outputs(first, second, atol=0.0):
+    a, b = load_file(first / "supernet.safetensors"), load_file(second / "supernet.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=atol, msg=name)
+    pools_a, pools_b = read_candidates(first / "candidates.json"), read_candidates(second / "candidates.json")
+    assert [[c.arch for c in pool] for pool in pools_a] == [[c.arch for c in pool] for pool in pools_b]
+    for pool_a, pool_b in zip(pools_a, pools_b):
+        for x, y in zip(pool_a, pool_b):
+            assert x.loss == pytest.approx(y.loss, rel=1e-5 if atol else 0, abs=atol)
+
+
+@pytest.fixture(scope="module")
+def finished_run(setup):
+    return train_supernet(arguments(setup, setup["root"] / "run"))
+
+
+def test_run_folder_holds_the_contracted_outputs(setup, finished_run):
+    run_dir = finished_run
+    config = json.loads((run_dir / "run_config.json").read_text())
+    space = load_search_space(setup["space"])
+    assert config["search_space"] == space.to_dict() and config["search_space_size"] == space.size()
+    assert config["teacher"] == setup["teacher"] and config["corpus"] == setup["corpus"]
+    assert config["seq_len"] == 32 and config["seed"] == 0 and config["training"]["max_steps"] == 12
+    assert config["teacher_block_boundaries"] == [0, 2, 4]
+    # Checkpoints: only the newest two, complete, no temporary folders left.
+    names = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
+    assert names == ["step-00000008", "step-00000012"]
+    assert latest_checkpoint(run_dir).name == "step-00000012"
+    # Candidates: the contract's fields; shrinking left every (hidden size, bin) of the start.
+    table = json.loads((run_dir / "candidates.json").read_text())
+    assert len(table["blocks"]) == 2
+    for block in table["blocks"]:
+        assert {"hidden_size", "layers", "loss", "params", "flops"} <= set(block[0])
+        assert all(entry["loss"] > 0 for entry in block)
+    for pool in read_candidates(run_dir / "candidates.json"):
+        assert len(pool) < 16
+        assert {c.arch.hidden_size for c in pool} == {16, 24}
+        assert all(len(group) >= 1 for group in bins_of(pool).values())
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log if "loss" in entry] == [2, 4, 6, 8, 10, 12]
+    assert all(set(entry) >= {"loss/block_0", "loss/block_1", "lr"} for entry in log if "loss" in entry)
+
+
+def test_finished_run_loads_and_assembles_whole_architectures(setup, finished_run):
+    from nasbert_hf.data import build_mlm_datasets, mlm_dataloader
+    from nasbert_hf.teacher import load_teacher
+
+    supernet, space, _ = Supernet.from_run(finished_run)
+    pools = read_candidates(finished_run / "candidates.json")
+    best = [min((c for c in pool if c.arch.hidden_size == 24), key=lambda c: c.loss) for pool in pools]
+    arch = space.join([c.arch for c in best])
+    teacher = load_teacher(setup["teacher"])
+    splits = build_mlm_datasets(setup["corpus"], teacher.tokenizer, seq_len=32, cache_dir=setup["cache_dir"])
+    loader = mlm_dataloader(splits["validation"], teacher.tokenizer, batch_size=8, shuffle=False)
+    loss = evaluate_architecture(supernet, teacher, arch, loader, max_batches=2)
+    assert 0 < loss < 10
+    model = supernet.export(arch, teacher)
+    assert model.config.layers == list(arch.layers)
+
+
+def test_resume_from_a_checkpoint_gives_the_same_supernet(setup, finished_run, tmp_path):
+    resumed = tmp_path / "resumed"
+    shutil.copytree(finished_run, resumed)
+    # As if killed just after step 8 was checkpointed (and a later save was half written).
+    shutil.rmtree(resumed / "checkpoints" / "step-00000012")
+    shutil.copytree(resumed / "checkpoints" / "step-00000008", resumed / "checkpoints" / ".tmp-step-00000012")
+    (resumed / "checkpoints" / ".tmp-step-00000012" / "trainer_state.json").unlink()
+    for name in ("supernet.safetensors", "candidates.json"):
+        (resumed / name).unlink()
+    train_supernet(arguments(setup, resumed, resume=True))
+    same_run_outputs(finished_run, resumed)
+    assert (resumed / "log.jsonl").read_text() == (finished_run / "log.jsonl").read_text()
+    assert not list((resumed / "checkpoints").glob(".*"))
+
+
+def test_an_existing_run_needs_resume_and_the_same_arguments(setup, finished_run, tmp_path):
+    with pytest.raises(ValueError, match="already holds a supernet run.*--resume"):
+        train_supernet(arguments(setup, finished_run))
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    with pytest.raises(ValueError, match="started with learning_rate=0.001, now learning_rate=0.5"):
+        train_supernet(arguments(setup, copy, resume=True, learning_rate=0.5))
+
+
+def test_bad_inputs_give_clear_errors(setup, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no-such-teacher"):
+        train_supernet(arguments(setup, tmp_path / "a", teacher=str(tmp_path / "no-such-teacher")))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n   \n")
+    with pytest.raises(ValueError, match="holds no text"):
+        train_supernet(arguments(setup, tmp_path / "b", corpus=str(empty)))
+    too_deep = tmp_path / "deep.yaml"
+    too_deep.write_text("hidden_sizes: [16]\nops: [id, ffn:32]\nnum_slots: 6\nnum_blocks: 6\n")
+    with pytest.raises(ValueError, match="num_blocks=6 blocks but teacher .* has only 4 layers"):
+        train_supernet(arguments(setup, tmp_path / "c", search_space=str(too_deep)))
+    with pytest.raises(ValueError, match="output_dir is required"):
+        train_supernet(SupernetTrainingArguments())
+    with pytest.raises(ValueError, match="Unknown training arguments \\['max_step'\\]"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(SPACE_YAML + "  max_step: 3\n")
+        SupernetTrainingArguments.from_config(str(bad))
+
+
+def test_a_few_steps_lower_every_blocks_loss_on_real_text(tmp_path):
+    """The default teacher (all-MiniLM-L6-v2) on real Wikipedia text, the tiny preset."""
+    from accelerate import Accelerator
+
+    from nasbert_hf.blockwise import distillation_step
+    from nasbert_hf.data import build_mlm_datasets, mlm_dataloader
+    from nasbert_hf.shrinking import ShrinkingConfig, initial_pools, sample_block_archs, score_pool
+    from nasbert_hf.teacher import load_teacher
+
+    teacher = load_teacher()
+    space = load_search_space("tiny")
+    corpus = real_text_sample(tmp_path / "wiki.txt", 60_000)
+    splits = build_mlm_datasets(str(corpus), teacher.tokenizer, seq_len=32, validation_size=8, cache_dir=str(tmp_path / "cache"))
+    train = mlm_dataloader(splits["train"], teacher.tokenizer, batch_size=8, seed=0)
+    validation = next(iter(mlm_dataloader(splits["validation"], teacher.tokenizer, batch_size=8, shuffle=False)))
+    supernet = Supernet(space, teacher.hidden_size)
+    pools = initial_pools(space, ShrinkingConfig(pool_size=3), seq_len=32, seed=0)
+    states = teacher.block_states(validation["input_ids"], validation["attention_mask"], space.num_blocks)
+
+    def block_losses():
+        supernet.eval()
+        losses = [[c.loss for c in score_pool(supernet, b, pool, [(states, validation["attention_mask"])])] for b, pool in enumerate(pools)]
+        supernet.train()
+        return torch.tensor(losses)
+
+    before = block_losses()
+    optimizer = torch.optim.AdamW(supernet.parameters(), lr=1e-3)
+    accelerator = Accelerator(cpu=True)
+    for step, batch in zip(range(12), train):
+        distillation_step(accelerator, supernet, teacher, batch, optimizer, block_archs=sample_block_archs(pools, 0, step))
+    after = block_losses()
+    # Every candidate of every block got better, by a clear margin on average.
+    assert (after < before).all(), (before, after)
+    assert (after.mean(1) < 0.8 * before.mean(1)).all(), (before, after)
+
+
+def test_command_line_and_recipe_arguments(setup, tmp_path, capsys):
+    from nasbert_hf.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["supernet", "--help"])
+    help_text = capsys.readouterr().out
+    for flag in ("--teacher", "--corpus", "--config", "--out", "--resume", "--max-steps", "--batch-size"):
+        assert flag in help_text
+    code = main(["supernet", "--config", setup["space"], "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "missing")])
+    assert code == 2
+    assert "missing" in capsys.readouterr().err
+
+    sys.path.insert(0, str(RECIPE.parent))
+    try:
+        from train_supernet import parse_arguments
+    finally:
+        sys.path.remove(str(RECIPE.parent))
+    args = parse_arguments([setup["space"], "--output_dir", "out", "--max_steps", "3"])
+    assert (args.max_steps, args.pool_size, args.seq_len, args.search_space) == (3, 16, 32, setup["space"])
+    args = parse_arguments(["--search_space", "tiny", "--output_dir", "out"])
+    assert args.max_steps == 200 and args.search_space == "tiny"
+
+
+def test_command_line_trains(setup, tmp_path):
+    from nasbert_hf.cli import main
+
+    out = tmp_path / "cli"
+    code = main(
+        ["supernet", "--config", setup["space"], "--out", str(out), "--teacher", setup["teacher"], "--corpus",
+         setup["corpus"], "--cache-dir", setup["cache_dir"], "--max-steps", "4", "--cpu"]
+    )
+    assert code in (0, None)
+    assert json.loads((out / "run_config.json").read_text())["training"]["max_steps"] == 4
+    assert (out / "candidates.json").is_file() and (out / "supernet.safetensors").is_file()
+
+
+def run_recipe(arguments, processes=1, **kwargs):
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if processes == 1:
+        command = [sys.executable, *arguments]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), *arguments]
+    return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_agree_with_one_process(setup, finished_run, tmp_path):
+    two = tmp_path / "two"
+    process = run_recipe(command_line(setup, two), processes=2)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    config = json.loads((two / "run_config.json").read_text())
+    assert config["num_processes"] == 2
+    assert len(list((two / "checkpoints" / "step-00000012").glob("random_states_*.pkl"))) == 2
+    same_run_outputs(finished_run, two, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_resume_gives_the_same_run(setup, tmp_path):
+    extra = ["--max_steps", "40", "--save_steps", "3", "--shrink_every", "7"]
+    reference = tmp_path / "reference"
+    process = run_recipe(command_line(setup, reference, *extra))
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    rng = random.Random(0)
+    for attempt in range(2):
+        killed = tmp_path / f"killed-{attempt}"
+        process = run_recipe(command_line(setup, killed, *extra), start_new_session=True)
+        deadline = time.time() + 120
+        while latest_checkpoint(killed) is None and time.time() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.6))  # somewhere in the middle of steps, saves or shrinks
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        assert not (killed / "candidates.json").exists(), "the run finished before it was killed"
+        process = run_recipe(command_line(setup, killed, *extra, "--resume"))
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+        assert "Resuming from" in output
+        same_run_outputs(reference, killed)
