@@ -209,10 +209,11 @@ def _first(dataset, count):
     return dataset if count is None else dataset.select(range(min(count, len(dataset))))
 
 
-def _train(trainer, training_args):
+def _train(trainer, training_args, **counts):
+    """Train (resuming if asked), save model + tokenizer into output_dir, write `train_results.json`."""
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()  # model + tokenizer into output_dir
-    metrics = dict(result.metrics, train_samples=len(trainer.train_dataset))
+    trainer.save_model()
+    metrics = dict(result.metrics, **counts)
     if trainer.is_world_process_zero():
         write_json_atomic(Path(training_args.output_dir) / "train_results.json", metrics)
     return metrics
@@ -296,7 +297,7 @@ def run_glue(model_args, data_args, training_args):
         train_dataset=datasets.get("train"), processing_class=tokenizer, compute_metrics=glue_compute_metrics(task),
     )
     if training_args.do_train:
-        _train(trainer, training_args)
+        _train(trainer, training_args, train_samples=len(datasets["train"]))
     output_dir = Path(training_args.output_dir)
     results = {"task": task.name, "model": str(model_args.model_name_or_path)}
     for split in task.validation_splits if training_args.do_eval else ():
@@ -368,10 +369,12 @@ def run_squad(model_args, data_args, training_args):
             f"eval_strategy={training_args.eval_strategy!r}: SQuAD scores need post-processing, so they are "
             "computed once after training (do_eval); use eval_strategy='no'."
         )
-    raw = squad.load_squad(data_args.version, data_args.data_dir, data_args.train_file, data_args.validation_file)
-    for flag, split in (("do_train", "train"), ("do_eval", "validation")):
-        if getattr(training_args, flag) and split not in raw:
-            raise ValueError(f"{flag} needs SQuAD {split} data; found only {list(raw)}.")
+    splits = [split for flag, split in (("do_train", "train"), ("do_eval", "validation")) if getattr(training_args, flag)]
+    if not splits:
+        raise ValueError("Nothing to do: set do_train and/or do_eval.")
+    raw = squad.load_squad(
+        data_args.version, data_args.data_dir, data_args.train_file, data_args.validation_file, splits=splits
+    )
     tokenizer = _load_tokenizer(model_args)
     set_seed(training_args.seed)
     model = AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path)
@@ -385,7 +388,7 @@ def run_squad(model_args, data_args, training_args):
         train_dataset=train_features, processing_class=tokenizer, data_collator=default_data_collator,
     )
     if training_args.do_train:
-        _train(trainer, training_args)
+        _train(trainer, training_args, train_samples=len(train_examples), train_features=len(train_features))
     results = {"task": f"squad_v{data_args.version}", "model": str(model_args.model_name_or_path)}
     if training_args.do_eval:
         examples = _first(raw["validation"], data_args.max_eval_samples)

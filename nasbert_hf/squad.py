@@ -80,19 +80,28 @@ def _read_answers(question, context, path):
     return {"text": texts, "answer_start": starts}
 
 
-def load_squad(version="1.1", data_dir=None, train_file=None, validation_file=None):
-    """SQuAD `train`/`validation` examples: from explicit files, from `data_dir` (`train-v1.1.json`,
-    `dev-v1.1.json`, as downloaded), or from the Hub (`rajpurkar/squad`, `rajpurkar/squad_v2`)."""
+def load_squad(version="1.1", data_dir=None, train_file=None, validation_file=None, splits=("train", "validation")):
+    """SQuAD examples of `splits` (`train`, `validation`) as a `DatasetDict`: from explicit files, from
+    `data_dir` (`train-v1.1.json`, `dev-v1.1.json`, as downloaded), or else from the Hub
+    (`rajpurkar/squad`, `rajpurkar/squad_v2`)."""
     version = _check_version(version)
+    unknown = [split for split in splits if split not in LOCAL_FILES]
+    if unknown:
+        raise ValueError(f"Unknown SQuAD split(s) {unknown}; valid: {', '.join(LOCAL_FILES)}.")
     files = {"train": train_file, "validation": validation_file}
     if data_dir is not None:
         for split, pattern in LOCAL_FILES.items():
             files[split] = files[split] or Path(data_dir) / pattern.format(version=version)
-    if any(files.values()):
-        return DatasetDict({split: read_squad_json(path) for split, path in files.items() if path})
+    if any(files[split] for split in splits):
+        missing = [split for split in splits if not files[split]]
+        if missing:
+            raise ValueError(f"No SQuAD file given for split(s) {missing}: pass data_dir or the *_file argument.")
+        return DatasetDict({split: read_squad_json(files[split]) for split in splits})
     from datasets import load_dataset
 
-    return load_dataset(HUB_DATASETS[version]).cast(EXAMPLE_FEATURES)
+    return DatasetDict(
+        {split: load_dataset(HUB_DATASETS[version], split=split).cast(EXAMPLE_FEATURES) for split in splits}
+    )
 
 
 def _check_tokenizer(tokenizer):
@@ -107,6 +116,9 @@ def _check_tokenizer(tokenizer):
 
 def _tokenize(examples, tokenizer, max_seq_length, doc_stride):
     _check_tokenizer(tokenizer)
+    # The overlap must leave room for new context in each window (the tokenizer checks the exact room).
+    if not 0 <= doc_stride < max_seq_length:
+        raise ValueError(f"doc_stride={doc_stride} must be at least 0 and under max_seq_length={max_seq_length}.")
     # Leading spaces in a few questions waste window tokens and confuse truncation.
     questions = [question.lstrip() for question in examples["question"]]
     return tokenizer(

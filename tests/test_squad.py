@@ -91,6 +91,10 @@ def test_malformed_json_names_file_and_question(tmp_path):
         read_squad_json(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="'3.0'"):
         load_squad("3.0", data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="dev-v2.0.json"):
+        load_squad("2.0", data_dir=tmp_path, splits=["validation"])
+    with pytest.raises(ValueError, match=r"No SQuAD file given for split\(s\) \['train'\]"):
+        load_squad(validation_file=path)
 
 
 def test_windows_overlap_and_mark_answers(tokenizer, tmp_path):
@@ -145,6 +149,12 @@ def test_max_answer_length_and_logit_count(tokenizer, tmp_path):
         postprocess_qa_predictions(examples, validation, start[:2], end[:2])
 
 
+def test_stride_must_fit_the_window(tokenizer, tmp_path):
+    examples = read_squad_json(write_json(tmp_path / "dev.json", squad_document()))
+    with pytest.raises(ValueError, match="doc_stride=128 must be .* under max_seq_length=128"):
+        prepare_train_features(examples[:1], tokenizer, max_seq_length=128, doc_stride=128)
+
+
 def test_slow_tokenizer_is_rejected(tmp_path):
     examples = read_squad_json(write_json(tmp_path / "dev.json", squad_document()))
     # transformers 5: `BertTokenizer` is the fast one; the pure-Python tokenizer has no offset mapping.
@@ -154,7 +164,7 @@ def test_slow_tokenizer_is_rejected(tmp_path):
 
 
 def test_gold_logits_on_real_dev(shared_data, tokenizer):
-    examples = load_squad("1.1", validation_file=shared_data / "squad" / "dev-v1.1.json")["validation"]
+    examples = load_squad("1.1", data_dir=shared_data / "squad", splits=["validation"])["validation"]
     assert len(examples) == 10570
     examples = examples.select(range(300))
     train, validation = features(examples, tokenizer, max_seq_length=128, doc_stride=32)
