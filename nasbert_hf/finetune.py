@@ -89,8 +89,11 @@ SQUAD_ARGUMENTS = (ModelArguments, SquadArguments, TrainingArguments)
 
 def parse_arguments(dataclass_types, argv=None, config_file=None, overrides=None):
     """Parse the argument dataclasses from a YAML/JSON `config_file` updated by `overrides` (a dict),
-    or, without either, from command-line flags `argv` (`HfArgumentParser` conventions)."""
+    or, without either, from command-line flags `argv` (`HfArgumentParser` conventions); an `argv`
+    that is a single `.yaml`/`.yml`/`.json` path is read as the config file."""
     parser = HfArgumentParser(dataclass_types)
+    if argv is not None and len(argv) == 1 and str(argv[0]).endswith((".yaml", ".yml", ".json")):
+        config_file, argv = argv[0], None  # `python recipes/run_glue.py config.yaml`
     if config_file is None and overrides is None:
         return parser.parse_args_into_dataclasses(args=argv)
     values = {}

@@ -15,11 +15,7 @@ from nasbert_hf.finetune import GLUE_ARGUMENTS, parse_arguments, run_glue
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        model_args, data_args, training_args = parse_arguments(GLUE_ARGUMENTS, config_file=argv[0])
-    else:
-        model_args, data_args, training_args = parse_arguments(GLUE_ARGUMENTS, argv=argv)
-    return run_glue(model_args, data_args, training_args)
+    return run_glue(*parse_arguments(GLUE_ARGUMENTS, argv=argv))
 
 
 if __name__ == "__main__":

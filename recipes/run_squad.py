@@ -15,11 +15,7 @@ from nasbert_hf.finetune import SQUAD_ARGUMENTS, parse_arguments, run_squad
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        model_args, data_args, training_args = parse_arguments(SQUAD_ARGUMENTS, config_file=argv[0])
-    else:
-        model_args, data_args, training_args = parse_arguments(SQUAD_ARGUMENTS, argv=argv)
-    return run_squad(model_args, data_args, training_args)
+    return run_squad(*parse_arguments(SQUAD_ARGUMENTS, argv=argv))
 
 
 if __name__ == "__main__":
