@@ -30,6 +30,9 @@ from .configuration_nasbert import NasBertConfig, parse_op
 
 def sliced_linear(x, layer, out_features=None):
     """`layer` applied with the leading `[:out, :in]` slice of its weight; `in` is `x`'s width."""
+    if out_features in (None, layer.out_features) and x.shape[-1] == layer.in_features:
+        # Full width: call the module itself, so replaced modules (e.g. torch.ao int8 Linear) work.
+        return layer(x)
     out_features = layer.out_features if out_features is None else out_features
     bias = None if layer.bias is None else layer.bias[:out_features]
     return F.linear(x, layer.weight[:out_features, : x.shape[-1]], bias)
@@ -221,8 +224,10 @@ class NasBertPreTrainedModel(PreTrainedModel):
 
 
 def key_mask_from(attention_mask):
-    """Boolean `(batch, seq)` mask of real tokens, or `None` when nothing is padded (faster kernels)."""
-    if attention_mask is None or bool(attention_mask.all()):
+    """Boolean `(batch, seq)` mask of real tokens, or `None` when nothing is padded (faster kernels).
+
+    While exporting (ONNX, torch.export) the mask is always kept: the graph must serve padded batches."""
+    if attention_mask is None or (not torch.compiler.is_exporting() and bool(attention_mask.all())):
         return None
     return attention_mask.bool()
 

@@ -175,7 +175,7 @@ def test_cli_exports_and_quantizes(tmp_path, capsys):
     assert "max |ONNX Runtime - PyTorch|" in printed and "model_int8.onnx" in printed
     report = json.loads((out / REPORT_FILE).read_text())
     assert report["int8"]["onnx_file"] == "model_int8.onnx"
-    assert set(report["int8"]["relative_error"]) == {"onnx", "torch"}
+    assert set(report["int8"]["relative_error_random_tokens"]) == {"onnx", "torch"}
     assert (out / "model_int8.onnx").stat().st_size < (out / ONNX_FILE).stat().st_size
 
 
@@ -201,3 +201,14 @@ def test_cli_dev_data_needs_a_classifier(tmp_path, shared_data, capsys):
     assert main(argv) == 2
     assert "needs a sequence-classification model; this export is 'masked-lm'" in capsys.readouterr().err
     assert not (tmp_path / "onnx").exists()  # checked before exporting
+
+
+def test_cli_checks_dev_data_before_exporting(tmp_path, capsys):
+    model_dir = save_tiny_model(tmp_path / "model")
+    (tmp_path / "movies").mkdir()
+    argv = ["export-onnx", str(model_dir), "--out", str(tmp_path / "onnx"), "--dev-data", str(tmp_path / "movies")]
+    assert main(argv) == 2
+    assert "Unknown GLUE task 'movies'" in capsys.readouterr().err
+    assert main(argv[:-1] + [str(tmp_path / "absent")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "onnx").exists()

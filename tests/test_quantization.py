@@ -33,6 +33,10 @@ def exported(tmp_path_factory):
     return model, folder
 
 
+def weight_bytes(path):
+    return sum(onnx.numpy_helper.to_array(tensor).nbytes for tensor in onnx.load(str(path)).graph.initializer)
+
+
 def test_onnx_int8_uses_integer_kernels_and_is_smaller(exported):
     _, folder = exported
     ops = Counter(node.op_type for node in onnx.load(str(folder / "model_int8.onnx")).graph.node)
@@ -40,7 +44,8 @@ def test_onnx_int8_uses_integer_kernels_and_is_smaller(exported):
     # the depthwise convolutions stay float (ConvInteger is slow).
     assert ops["MatMulInteger"] >= 10 and ops["DynamicQuantizeLinear"] > 0
     assert ops["Conv"] == 2 and "ConvInteger" not in ops
-    assert (folder / "model_int8.onnx").stat().st_size < 0.5 * (folder / "model.onnx").stat().st_size
+    # Weights shrink about 4x (the file of so tiny a model is mostly graph metadata, so compare weights).
+    assert weight_bytes(folder / "model_int8.onnx") < 0.5 * weight_bytes(folder / "model.onnx")
     assert not [path.name for path in folder.iterdir() if path.name.endswith(".tmp")]
 
 
@@ -125,6 +130,8 @@ def test_compare_accuracy_against_hand_counts(tmp_path):
     assert report.agreement == {"keyword": 1.0, "negative": pytest.approx(0.4)}
     assert report.change("negative") == pytest.approx(-0.2)
     assert "| negative | 0.4000 | -0.2000 | 0.4000 |" in report.to_markdown()
+    first = compare_accuracy({"keyword": keyword}, tokenizer, data_dir, max_examples=3)
+    assert first.examples == 3 and first.accuracy["keyword"] == pytest.approx(2 / 3)
 
 
 def test_compare_accuracy_rejects_a_model_with_other_labels(tmp_path):
@@ -149,8 +156,9 @@ def test_all_backends_on_real_sst2(exported, shared_data):
         "torch-int8": torch_predictor(quantize_torch(model)),
         "onnx-int8": onnx_predictor(load_session(folder / "model_int8.onnx")),
     }
-    report = compare_accuracy(predictors, tiny_tokenizer(), shared_data / "glue" / "SST-2", max_length=32)
-    assert report.examples == 872
+    report = compare_accuracy(predictors, tiny_tokenizer(), shared_data / "glue" / "SST-2", max_length=32,
+                              max_examples=300)
+    assert report.examples == 300
     assert report.agreement["onnx-fp32"] >= 0.99
     # A random model's accuracy is near chance, and int8 rarely flips its predictions.
     for backend in predictors:
