@@ -96,3 +96,23 @@ def test_auto_budgets_span_the_feasible_range(compressed):
 def test_unfinished_run_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a finished supernet run"):
         search_and_export(SearchArguments(run_dir=str(tmp_path), out=str(tmp_path / "out")))
+
+
+def test_report_fine_tunes_every_model_and_records_scores(compressed, shared_data, tmp_path):
+    from nasbert_hf.report import ReportArguments, report
+
+    out, _, summary, _ = compressed
+    args = ReportArguments(out_dir=str(out), tasks=["sst2"], data_dir=str(shared_data / "glue"), max_train_samples=32,
+                           max_eval_samples=32, max_seq_length=32, batch_size=16)
+    table = report(args)
+    assert table == (out / "report.md").read_text().strip()
+    for record in summary["models"]:
+        metadata = json.loads((out / record["name"] / "nasbert.json").read_text())
+        results = json.loads((out / "report" / record["name"] / "sst2" / "eval_results.json").read_text())
+        assert metadata["scores"]["sst2"] == pytest.approx(100 * results["eval_accuracy"], abs=0.01)
+        assert f"| {record['name']} | searched |" in table
+        assert "sst2" in (out / record["name"] / "README.md").read_text().lower()
+    # A second report reuses the finished fine-tunes instead of training again.
+    before = {p: p.stat().st_mtime for p in (out / "report").rglob("eval_results.json")}
+    assert report(args) == table
+    assert before == {p: p.stat().st_mtime for p in (out / "report").rglob("eval_results.json")}

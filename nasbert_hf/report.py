@@ -1,0 +1,130 @@
+"""`nasbert report`: fine-tune a run's models (and baselines) on GLUE tasks and tabulate the results.
+
+Every model folder of `OUT/` (those with a `nasbert.json`) and every `--baseline` folder is
+fine-tuned with the same recipe and seed on each task; the results are kept in
+`OUT/report/<model>/<task>/eval_results.json` (a finished pair is not run again, so an interrupted
+report resumes), the headline scores are written into each exported model's `nasbert.json` and
+model card, and the table goes to `OUT/report.md`.
+"""
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from .metrics import GLUE_METRICS
+from .search import human
+
+EVAL_RESULTS = "eval_results.json"
+
+
+@dataclass
+class ReportArguments:
+    out_dir: str = field(metadata={"help": "The folder `nasbert compress` wrote (holding nasbert-*/ folders)."})
+    tasks: List[str] = field(default_factory=lambda: ["sst2", "mrpc", "cola"])
+    data_dir: Optional[str] = field(default=None, metadata={"help": "GLUE folder (e.g. ../shared/data/glue); none: the Hub."})
+    baselines: List[str] = field(default_factory=list, metadata={"help": "Other model folders to fine-tune the same way."})
+    max_train_samples: Optional[int] = 2000
+    max_eval_samples: Optional[int] = None
+    max_seq_length: int = 64
+    epochs: float = 1.0
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    seed: int = 0
+
+
+def headline(task, results):
+    """The GLUE score of a task: the mean of its official metrics (e.g. MRPC: accuracy and F1), x100."""
+    values = [results[f"eval_{name}"] for name in GLUE_METRICS[task]]
+    return 100 * statistics.mean(values)
+
+
+def model_folders(out_dir):
+    """The exported model folders of a compress output folder, in budget order."""
+    folders = [p.parent for p in Path(out_dir).glob("*/nasbert.json")]
+    if not folders:
+        raise FileNotFoundError(f"No exported models (*/nasbert.json) in {out_dir}; run `nasbert compress` first.")
+    return sorted(folders, key=lambda p: json.loads((p / "nasbert.json").read_text())["params_no_embeddings"])
+
+
+def finetune(model_dir, task, args, results_dir):
+    """Fine-tune and evaluate one model on one task; reuse the results of an earlier run."""
+    path = Path(results_dir) / EVAL_RESULTS
+    if path.is_file():
+        return json.loads(path.read_text())
+    import torch
+    from transformers import TrainingArguments
+
+    from .finetune import GlueArguments, ModelArguments, run_glue
+
+    training = TrainingArguments(
+        output_dir=str(results_dir), do_train=True, do_eval=True, num_train_epochs=args.epochs,
+        learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=2 * args.batch_size, seed=args.seed, save_strategy="no", eval_strategy="no",
+        report_to=[], logging_steps=50, use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+    )
+    data = GlueArguments(task_name=task, data_dir=args.data_dir, max_seq_length=args.max_seq_length,
+                         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
+    return run_glue(ModelArguments(model_name_or_path=str(model_dir)), data, training)
+
+
+def describe(model_dir):
+    """Name and costs of a model folder (exported models carry them in `nasbert.json`)."""
+    path = Path(model_dir) / "nasbert.json"
+    if path.is_file():
+        metadata = json.loads(path.read_text())
+        return {"name": metadata["name"], "params": metadata["params_no_embeddings"], "flops": metadata["flops"],
+                "latency": (metadata.get("latency_ms") or {}).get("cpu")}
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(model_dir)
+    params = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("embeddings."))
+    return {"name": Path(model_dir).name, "params": params, "flops": None, "latency": None}
+
+
+def record_scores(model_dir, scores):
+    """Write the scores into an exported model's `nasbert.json` and refresh its model card."""
+    from .export import write_json
+    from .model_card import build_model_card
+
+    path = Path(model_dir) / "nasbert.json"
+    metadata = json.loads(path.read_text())
+    metadata["scores"] = {**(metadata.get("scores") or {}), **scores}
+    write_json(path, metadata)
+    (Path(model_dir) / "README.md").write_text(build_model_card(model_dir), encoding="utf-8")
+
+
+def report(args):
+    """Fine-tune everything, write `OUT/report.md`, and return the table text."""
+    rows = []
+    exported = model_folders(args.out_dir)
+    for model_dir in [*exported, *map(Path, args.baselines)]:
+        info = describe(model_dir)
+        scores = {task: headline(task, finetune(model_dir, task, args, Path(args.out_dir) / "report" / info["name"] / task))
+                  for task in args.tasks}
+        if model_dir in exported:
+            record_scores(model_dir, {task: round(value, 2) for task, value in scores.items()})
+        rows.append((info, scores, "searched" if model_dir in exported else "baseline"))
+    table = format_report(rows, args)
+    (Path(args.out_dir) / "report.md").write_text(table + "\n", encoding="utf-8")
+    return table
+
+
+def format_report(rows, args):
+    tasks = args.tasks
+    lines = [
+        f"Fine-tuned {args.epochs:g} epoch(s) on {args.max_train_samples or 'all'} training examples, seq "
+        f"{args.max_seq_length}, lr {args.learning_rate:g}, batch {args.batch_size}, seed {args.seed}; dev-set scores x100 "
+        "(CoLA: Matthews corr.; SST-2: accuracy; MRPC: mean of accuracy and F1).",
+        "",
+        "| model | kind | params (non-emb.) | FLOPs | CPU latency (ms) | " + " | ".join(tasks) + " | average |",
+        "|---|---|---|---|---|" + "---|" * len(tasks) + "---|",
+    ]
+    for info, scores, kind in rows:
+        flops = human(info["flops"]) if info["flops"] else "-"
+        latency = f"{info['latency']:.2f}" if info["latency"] else "-"
+        values = " | ".join(f"{scores[t]:.1f}" for t in tasks)
+        lines.append(f"| {info['name']} | {kind} | {human(info['params'])} | {flops} | {latency} | {values} | "
+                     f"{statistics.mean(scores.values()):.1f} |")
+    return "\n".join(lines)
