@@ -359,11 +359,10 @@ class NasBertForMaskedLM(NasBertWithHead):
         return self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
 
 
-class NasBertForSequenceClassification(NasBertWithHead):
-    """Pooled first token -> dropout -> linear; regression when `num_labels == 1`, as in BERT."""
+class NasBertClassifier(NasBertWithHead):
+    """A linear classifier (after dropout) over the features named by `features`."""
 
-    output_class = SequenceClassifierOutput
-    add_pooling_layer = True
+    features = "last_hidden_state"
 
     def __init__(self, config):
         super().__init__(config)
@@ -372,23 +371,22 @@ class NasBertForSequenceClassification(NasBertWithHead):
         self.post_init()
 
     def predict(self, outputs):
-        return {"logits": self.classifier(self.dropout(outputs.pooler_output))}
+        return {"logits": self.classifier(self.dropout(getattr(outputs, self.features)))}
+
+
+class NasBertForSequenceClassification(NasBertClassifier):
+    """Pooled first token -> dropout -> linear; regression when `num_labels == 1`, as in BERT."""
+
+    output_class = SequenceClassifierOutput
+    add_pooling_layer = True
+    features = "pooler_output"
 
     def compute_loss(self, labels, logits):
         return self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
 
 
-class NasBertForTokenClassification(NasBertWithHead):
+class NasBertForTokenClassification(NasBertClassifier):
     output_class = TokenClassifierOutput
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
-
-    def predict(self, outputs):
-        return {"logits": self.classifier(self.dropout(outputs.last_hidden_state))}
 
     def compute_loss(self, labels, logits):
         return self.loss_function(logits=logits, labels=labels, config=self.config)
