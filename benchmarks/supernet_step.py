@@ -54,7 +54,8 @@ def real_text_batch(tokenizer, batch_size, seq_len):
         text = handle.read(batch_size * seq_len * 8)
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     piece = seq_len - 2
-    rows = [[tokenizer.cls_token_id, *ids[i * piece : (i + 1) * piece], tokenizer.sep_token_id] for i in range(batch_size)]
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    rows = [[cls, *ids[i * piece : (i + 1) * piece], sep] for i in range(batch_size)]
     input_ids = torch.tensor(rows)
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
@@ -89,7 +90,9 @@ def main(argv=None):
         standalone = supernet.export_blocks(archs)
         standalone_optimizer = torch.optim.AdamW(standalone.parameters(), lr=1e-4)
         functions = {
-            "supernet": lambda: distillation_step(accelerator, supernet, teacher, batch, supernet_optimizer, block_archs=archs),
+            "supernet": lambda: distillation_step(
+                accelerator, supernet, teacher, batch, supernet_optimizer, block_archs=archs
+            ),
             "standalone": lambda: distillation_step(accelerator, standalone, teacher, batch, standalone_optimizer),
             "teacher": lambda: _teacher_pass(accelerator, teacher, batch, space.num_blocks),
         }

@@ -49,7 +49,10 @@ def blockwise_losses(blocks, hidden_states, attention_mask):
         )
     key_mask = key_mask_from(attention_mask)
     return torch.stack(
-        [masked_mse(block(hidden_states[b], key_mask), hidden_states[b + 1], attention_mask) for b, block in enumerate(blocks)]
+        [
+            masked_mse(block(hidden_states[b], key_mask), hidden_states[b + 1], attention_mask)
+            for b, block in enumerate(blocks)
+        ]
     )
 
 
@@ -89,7 +92,9 @@ class BlockwiseStudent(nn.Module):
         return blockwise_losses(list(self.blocks), hidden_states, attention_mask)
 
 
-def distillation_step(accelerator, model, teacher, batch, optimizer, scheduler=None, block_archs=None, max_grad_norm=None):
+def distillation_step(
+    accelerator, model, teacher, batch, optimizer, scheduler=None, block_archs=None, max_grad_norm=None
+):
     """One block-wise distillation step; returns the detached `(B,)` block losses.
 
     One teacher forward pass gives every block its input and target; the B losses are summed

@@ -126,7 +126,8 @@ class SearchSpace:
     def split(self, arch):
         """The per-block candidates of a whole architecture."""
         self.validate(arch)
-        return [Architecture(arch.hidden_size, arch.layers[s.start : s.stop]) for s in map(self.block_slots, range(self.num_blocks))]
+        slots = [self.block_slots(block) for block in range(self.num_blocks)]
+        return [Architecture(arch.hidden_size, arch.layers[s.start : s.stop]) for s in slots]
 
     def join(self, blocks):
         """The whole architecture made of one candidate per block (all with the same hidden size)."""

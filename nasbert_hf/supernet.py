@@ -159,7 +159,8 @@ class Supernet(nn.Module):
         for block, arch in enumerate(block_archs):
             self.search_space.validate(arch, block=block)
         blocks = [
-            (lambda x, mask, block=block, arch=arch: block(x, mask, arch)) for block, arch in zip(self.blocks, block_archs)
+            (lambda x, mask, block=block, arch=arch: block(x, mask, arch))
+            for block, arch in zip(self.blocks, block_archs)
         ]
         return blockwise_losses(blocks, hidden_states, attention_mask)
 

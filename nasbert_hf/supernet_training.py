@@ -8,7 +8,7 @@
     RUN_DIR/supernet.safetensors   final supernet weights
     RUN_DIR/candidates.json        surviving candidates per block with final validation losses
 
-The same code runs on one CPU, on several CPU processes (`torchrun --nproc_per_node 2`, gloo)
+The same code runs on one CPU, on several CPU processes (`torchrun --standalone --nproc_per_node 2`, gloo)
 and on many GPUs with mixed precision. `batch_size` is the global batch: Accelerate splits each
 batch over the processes (`split_batches`), so a run gives the same result on any number of
 processes. Runs are deterministic given the seed, also across a kill and `--resume`:
@@ -64,8 +64,12 @@ class SupernetTrainingArguments:
 
     output_dir: Optional[str] = field(default=None, metadata={"help": "Run folder (RUN_DIR) to write."})
     search_space: str = field(default="tiny", metadata={"help": "Preset name (tiny, base) or a YAML/JSON file."})
-    teacher: Optional[str] = field(default=None, metadata={"help": "Teacher folder or Hub name (default: all-MiniLM-L6-v2)."})
-    corpus: Optional[str] = field(default=None, metadata={"help": "Corpus file/folder/glob or Hub dataset (default: embedded Wikipedia sample)."})
+    teacher: Optional[str] = field(
+        default=None, metadata={"help": "Teacher folder or Hub name (default: all-MiniLM-L6-v2)."}
+    )
+    corpus: Optional[str] = field(
+        default=None, metadata={"help": "Corpus file/folder/glob or Hub dataset (default: embedded Wikipedia sample)."}
+    )
     seq_len: int = field(default=128, metadata={"help": "Tokens per packed sequence."})
     batch_size: int = field(default=16, metadata={"help": "Global training batch (split over processes)."})
     max_steps: int = field(default=200, metadata={"help": "Training steps."})
@@ -75,7 +79,9 @@ class SupernetTrainingArguments:
     lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Per-block gradient clipping (0: off)."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout inside the supernet ops."})
-    validation_size: float = field(default=0.05, metadata={"help": "Held-out fraction (or number, if >= 1) of sequences."})
+    validation_size: float = field(
+        default=0.05, metadata={"help": "Held-out fraction (or number, if >= 1) of sequences."}
+    )
     max_train_sequences: Optional[int] = field(default=None, metadata={"help": "Cap on training sequences."})
     eval_batch_size: int = field(default=16, metadata={"help": "Global batch for scoring candidates."})
     eval_batches: int = field(default=2, metadata={"help": "Validation batches that score each candidate."})
@@ -98,7 +104,8 @@ class SupernetTrainingArguments:
         if self.validation_size >= 1:
             self.validation_size = int(self.validation_size)
         self.shrinking()  # validates the shrinking fields
-        for name in ("batch_size", "eval_batch_size", "eval_batches", "max_steps", "save_steps", "logging_steps", "seq_len"):
+        positive = ("batch_size", "eval_batch_size", "eval_batches", "max_steps", "save_steps", "logging_steps", "seq_len")
+        for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
 
@@ -265,6 +272,8 @@ class TrainingLoop:
     def _eval_states(self):
         states = []
         num_blocks = len(self.supernet.blocks)
+        # Always the same validation batches and masks (the masks depend on the epoch).
+        self.eval_loader.set_epoch(0)
         with self.accelerator.autocast():
             for index, batch in enumerate(self.eval_loader):
                 if index >= self.args.eval_batches:
@@ -277,7 +286,8 @@ class TrainingLoop:
         self._score(state["pools"])
         shrinking = self.args.shrinking()
         state["pools"] = [shrink_pool(pool, shrinking.drop_fraction, shrinking.min_per_bin) for pool in state["pools"]]
-        self.accelerator.log({f"pool/block_{b}": len(pool) for b, pool in enumerate(state["pools"])}, step=state["step"])
+        sizes = {f"pool/block_{b}": len(pool) for b, pool in enumerate(state["pools"])}
+        self.accelerator.log(sizes, step=state["step"])
 
     # -- checkpoints and outputs ---------------------------------------------------------------
 
@@ -355,7 +365,9 @@ def _dataloaders(args, teacher, accelerator):
             f"({args.eval_batch_size}); raise validation_size or lower eval_batch_size."
         )
     train = mlm_dataloader(splits["train"], teacher.tokenizer, args.batch_size, shuffle=True, seed=args.seed)
-    evaluation = mlm_dataloader(splits["validation"], teacher.tokenizer, args.eval_batch_size, shuffle=False, seed=args.seed)
+    evaluation = mlm_dataloader(
+        splits["validation"], teacher.tokenizer, args.eval_batch_size, shuffle=False, seed=args.seed
+    )
     return _full_batches_only(train), _full_batches_only(evaluation)
 
 
@@ -363,7 +375,11 @@ def _full_batches_only(loader):
     """The same loader with `drop_last=True`: a short last batch would split unevenly over
     processes (Accelerate pads it with repeated rows), so results would depend on their number."""
     return DataLoader(
-        loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler, collate_fn=loader.collate_fn, drop_last=True
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=loader.sampler,
+        collate_fn=loader.collate_fn,
+        drop_last=True,
     )
 
 
@@ -425,8 +441,8 @@ def _check_same_run(saved, current):
     for name in RUN_IDENTITY:
         if name not in ("search_space", "teacher") and saved_args.get(name) != current_args[name]:
             raise ValueError(
-                f"--resume: the run was started with {name}={saved_args.get(name)!r}, now {name}={current_args[name]!r}; "
-                "resume with the same value (or start a new run folder)."
+                f"--resume: the run was started with {name}={saved_args.get(name)!r}, now "
+                f"{name}={current_args[name]!r}; resume with the same value (or start a new run folder)."
             )
 
 

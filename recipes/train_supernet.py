@@ -2,7 +2,7 @@
 
     python recipes/train_supernet.py recipes/configs/tiny.yaml --output_dir runs/tiny
     python recipes/train_supernet.py --search_space base --teacher bert-base-uncased --output_dir runs/base
-    torchrun --nproc_per_node 2 recipes/train_supernet.py recipes/configs/tiny.yaml --cpu --output_dir runs/tiny
+    torchrun --standalone --nproc_per_node 2 recipes/train_supernet.py recipes/configs/tiny.yaml --cpu --output_dir runs/tiny
     accelerate launch --multi_gpu recipes/train_supernet.py recipes/configs/base.yaml --output_dir runs/base
 
 A config (first argument, or `--search_space NAME_OR_FILE`) gives the search space and, in its
@@ -14,6 +14,7 @@ A config (first argument, or `--search_space NAME_OR_FILE`) gives the search spa
 import argparse
 import sys
 
+from accelerate import PartialState
 from transformers import HfArgumentParser
 
 from nasbert_hf.search_space import config_training_defaults
@@ -40,7 +41,8 @@ def parse_arguments(argv):
 def main(argv=None):
     args = parse_arguments(sys.argv[1:] if argv is None else argv)
     run_dir = train_supernet(args)
-    print(f"Supernet run written to {run_dir}")
+    if PartialState().is_main_process:
+        print(f"Supernet run written to {run_dir}")
 
 
 if __name__ == "__main__":

@@ -204,6 +204,16 @@ def test_export_equals_the_chained_supernet_path(tmp_path, mlm, teacher_dir, mlm
         torch.testing.assert_close(reloaded(input_ids, attention_mask=attention_mask).logits, output.logits)
 
 
+def test_export_at_the_teachers_width_warns_that_the_input_projection_is_dropped(teacher_dir):
+    from nasbert_hf.teacher import load_teacher
+
+    teacher = load_teacher(teacher_dir)
+    supernet = trained_like_supernet(teacher_hidden=teacher.hidden_size)
+    with pytest.warns(UserWarning, match="equals the teacher's \\(32\\).*input projection is dropped"):
+        model = supernet.export(Architecture(32, ("mha:4",) * 6), teacher)
+    assert model.nasbert.embeddings.projection is None
+
+
 def test_evaluate_architecture_is_the_chained_validation_loss(teacher_dir):
     from nasbert_hf.teacher import load_teacher
 

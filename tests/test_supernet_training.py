@@ -262,16 +262,28 @@ def run_recipe(arguments, processes=1, **kwargs):
     if processes == 1:
         command = [sys.executable, *arguments]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), *arguments]
-    return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+        # --standalone: a free port of its own, never another job's default 29500.
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *arguments]
+    return subprocess.Popen(
+        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs
+    )
 
 
-@pytest.mark.slow
+def finish(process, timeout=300):
+    """The output of `process`; on timeout its whole process group is killed and the test fails with the output."""
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"timed out after {timeout} s:\n{output[-4000:]}")
+    assert process.returncode == 0, output
+    return output
+
+
 def test_two_gloo_processes_agree_with_one_process(setup, finished_run, tmp_path):
     two = tmp_path / "two"
-    process = run_recipe(command_line(setup, two), processes=2)
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 0, output
+    finish(run_recipe(command_line(setup, two), processes=2))
     config = json.loads((two / "run_config.json").read_text())
     assert config["num_processes"] == 2
     assert len(list((two / "checkpoints" / "step-00000012").glob("random_states_*.pkl"))) == 2
@@ -282,13 +294,11 @@ def test_two_gloo_processes_agree_with_one_process(setup, finished_run, tmp_path
 def test_sigkill_at_any_moment_then_resume_gives_the_same_run(setup, tmp_path):
     extra = ["--max_steps", "40", "--save_steps", "3", "--shrink_every", "7"]
     reference = tmp_path / "reference"
-    process = run_recipe(command_line(setup, reference, *extra))
-    output, _ = process.communicate(timeout=300)
-    assert process.returncode == 0, output
+    finish(run_recipe(command_line(setup, reference, *extra)))
     rng = random.Random(0)
     for attempt in range(2):
         killed = tmp_path / f"killed-{attempt}"
-        process = run_recipe(command_line(setup, killed, *extra), start_new_session=True)
+        process = run_recipe(command_line(setup, killed, *extra))
         deadline = time.time() + 120
         while latest_checkpoint(killed) is None and time.time() < deadline and process.poll() is None:
             time.sleep(0.02)
@@ -296,8 +306,6 @@ def test_sigkill_at_any_moment_then_resume_gives_the_same_run(setup, tmp_path):
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         assert not (killed / "candidates.json").exists(), "the run finished before it was killed"
-        process = run_recipe(command_line(setup, killed, *extra, "--resume"))
-        output, _ = process.communicate(timeout=300)
-        assert process.returncode == 0, output
+        output = finish(run_recipe(command_line(setup, killed, *extra, "--resume")))
         assert "Resuming from" in output
         same_run_outputs(reference, killed)

@@ -14,7 +14,7 @@ def add_arguments(parser):
 
     parser.epilog = (
         "--config takes a preset (tiny, base) or a YAML/JSON file; its `training` section sets the defaults, "
-        "which flags override. Several processes: torchrun --nproc_per_node N $(which nasbert) supernet ... --cpu"
+        "which flags override. Several processes: torchrun --standalone --nproc_per_node N -m nasbert_hf.cli supernet ... (--cpu for gloo)"
     )
     for field in fields(SupernetTrainingArguments):
         flags = ALIASES.get(field.name, ["--" + field.name.replace("_", "-")])
@@ -41,7 +41,10 @@ def run(args):
     config = values.pop("search_space") or "tiny"
     training = SupernetTrainingArguments.from_config(config, **values)
     run_dir = train_supernet(training)
+    from accelerate import PartialState
+
     from ..shrinking import read_candidates
 
-    pools = read_candidates(run_dir / "candidates.json")
-    print(f"Supernet run written to {run_dir}: {', '.join(str(len(pool)) for pool in pools)} candidates per block")
+    if PartialState().is_main_process:
+        pools = read_candidates(run_dir / "candidates.json")
+        print(f"Supernet run written to {run_dir}: {', '.join(str(len(pool)) for pool in pools)} candidates per block")
