@@ -51,8 +51,12 @@ def is_finished(run_dir):
     return all((Path(run_dir) / name).is_file() for name in FINISHED_MARKERS)
 
 
-def compress(training_args, search_args, install=False):
-    """The whole pipeline; every stage picks up where an interrupted run stopped."""
+def compress(training_args, search_args, install=False, distill_steps=0, distill_options=None):
+    """The whole pipeline; every stage picks up where an interrupted run stopped.
+
+    With `distill_steps`, every exported model is then distilled in place for that many steps
+    (`distill.distill_exported`; `distill_options` are further `DistillArguments` fields).
+    """
     from .supernet_training import train_supernet
 
     run_dir = Path(training_args.output_dir)
@@ -62,6 +66,14 @@ def compress(training_args, search_args, install=False):
         training_args.resume = (run_dir / "run_config.json").is_file()
         train_supernet(training_args)
     summary = search_and_export(search_args)
+    if distill_steps:
+        from .distill import distill_exported
+
+        # The supernet's corpus, sequence length and machine settings; its run initialises the projections.
+        options = {"corpus": training_args.corpus, "seq_len": training_args.seq_len, "seed": training_args.seed,
+                   "cpu": training_args.cpu, "mixed_precision": training_args.mixed_precision,
+                   "cache_dir": training_args.cache_dir, "supernet_run": str(run_dir), **(distill_options or {})}
+        distill_exported(search_args.out, [model["name"] for model in summary["models"]], distill_steps, **options)
     if install:
         from .zoo import install as install_model
 

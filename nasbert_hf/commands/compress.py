@@ -17,6 +17,8 @@ def add_arguments(parser):
     parser.add_argument("--max-steps", type=int, help="Supernet training steps (default: the config's).")
     parser.add_argument("--seed", type=int, help="Seed (default: the config's).")
     parser.add_argument("--top-k", type=int, default=5, help="Candidates re-scored per budget (default: 5).")
+    parser.add_argument("--distill-steps", type=int, help="Distillation steps for every exported model, 0 for none "
+                                                          "(default: the config's `distill` section).")
     parser.add_argument("--cpu", action="store_true", default=None, help="Train on CPU even when a GPU is present.")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="Mixed precision on GPU.")
     parser.add_argument("--install", action="store_true", help="Also install the models in the local zoo.")
@@ -24,6 +26,7 @@ def add_arguments(parser):
 
 def run(args):
     from ..pipeline import RUN_SUBDIR, SearchArguments, compress, format_summary
+    from ..search_space import read_config
     from ..supernet_training import SupernetTrainingArguments
 
     out = Path(args.out)
@@ -32,7 +35,9 @@ def run(args):
         max_steps=args.max_steps, seed=args.seed, cpu=args.cpu, mixed_precision=args.mixed_precision,
     )
     searching = SearchArguments(run_dir=str(out / RUN_SUBDIR), budgets=args.budgets, out=str(out), top_k=args.top_k)
-    summary = compress(training, searching, install=args.install)
+    distilling = dict(read_config(args.config).get("distill") or {})
+    distill_steps = distilling.pop("max_steps", 0) if args.distill_steps is None else args.distill_steps
+    summary = compress(training, searching, install=args.install, distill_steps=distill_steps, distill_options=distilling)
     print(format_summary(summary))
     print(f"\n{len(summary['models'])} models in {out}/ (summary.json, pareto.png); load one with "
           f"AutoModel.from_pretrained('{out / summary['models'][0]['name']}') after `import nasbert_hf`.")

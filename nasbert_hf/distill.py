@@ -1,0 +1,680 @@
+"""Pre-training distillation of an exported model (NAS-BERT section 3.4: the final models).
+
+A searched architecture is exported with weights inherited from the supernet (`supernet.export`);
+`distill(args)` then trains the whole model further against the teacher on the pretraining
+corpus, with three losses on every batch of BERT-masked text:
+
+- **hidden**: MSE over real tokens between the student's hidden state at the end of each block
+  (slot `k * num_slots / num_blocks`), mapped to the teacher's width by a learned linear
+  projection (one per matched layer), and the teacher's hidden state at its block boundary k
+  (`Teacher.block_boundaries`), k = 1..num_blocks, averaged over the matched layers;
+- **mlm_kd**: soft-label masked-LM distillation, `T^2 * KL(teacher || student)` of the vocabulary
+  distributions at temperature T on the masked positions (only when the teacher has an MLM head);
+- **mlm**: the student's own masked-LM cross-entropy on the masked positions.
+
+The total is `hidden_weight * hidden + mlm_kd_weight * mlm_kd + mlm_weight * mlm`. Both models
+compute vocabulary logits only at the masked positions (~15% of the tokens): on a small
+student the vocabulary projection is most of the compute.
+
+The run folder (default `OUTPUT_DIR/../distill-runs/<name>/`) holds `distill_config.json`,
+`initial_validation.json`, `log.jsonl` and the resumable `checkpoints/step-N/` (atomic); the
+distilled model is written with `export.save_model_folder` (atomically replacing `output_dir`,
+which may be the input folder itself) with its `nasbert.json` extended by a `distillation`
+record. The loop is the supernet's (`supernet_training`): `batch_size` is the global batch split
+over processes, batches are a function of (seed, step), dropout is reseeded from (seed, step,
+process), so one process, several gloo/GPU processes, and a run killed and `--resume`d all give
+the same model.
+"""
+
+import json
+import logging
+import math
+import shutil
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import set_seed
+from safetensors import safe_open
+from torch import nn
+from tqdm.auto import tqdm
+
+from .blockwise import masked_sse
+from .supernet_training import (
+    CHECKPOINTS,
+    LOG_FILE,
+    TRAINER_STATE,
+    TrainingLoop,
+    _accelerator,
+    _check_batches,
+    _dataloaders,
+    _derive_seed,
+    _parameter_groups,
+    _truncate_log,
+    latest_checkpoint,
+    save_checkpoint,
+)
+from .zoo import METADATA_FILE
+
+logger = logging.getLogger(__name__)
+
+DISTILL_CONFIG = "distill_config.json"
+INITIAL_VALIDATION = "initial_validation.json"
+RUNS_SUBDIR = "distill-runs"
+LOSS_NAMES = ("hidden", "mlm_kd", "mlm")
+
+# Arguments that define a run; `--resume` must keep them (max_steps, save_steps... may change).
+RUN_IDENTITY = (
+    "model", "teacher", "corpus", "supernet_run", "seq_len", "batch_size", "learning_rate", "weight_decay",
+    "hidden_weight", "mlm_kd_weight", "mlm_weight", "temperature", "num_blocks", "validation_size",
+    "max_train_sequences", "dropout", "seed",
+)
+
+
+@dataclass
+class DistillArguments:
+    """Arguments of `distill` (and of `recipes/distill.py`, `nasbert distill`)."""
+
+    model: Optional[str] = field(default=None, metadata={"help": "Exported NasBert model folder to distil."})
+    output_dir: Optional[str] = field(
+        default=None, metadata={"help": "Folder of the distilled model (default: the model folder, replaced in place)."}
+    )
+    run_dir: Optional[str] = field(
+        default=None, metadata={"help": "Folder for checkpoints and logs (default: OUTPUT_DIR/../distill-runs/<name>)."}
+    )
+    teacher: Optional[str] = field(
+        default=None,
+        metadata={"help": "Teacher folder or Hub name (default: the model's nasbert.json teacher, else all-MiniLM-L6-v2)."},
+    )
+    corpus: Optional[str] = field(
+        default=None, metadata={"help": "Corpus file/folder/glob or Hub dataset (default: embedded Wikipedia sample)."}
+    )
+    supernet_run: Optional[str] = field(
+        default=None,
+        metadata={"help": "Supernet run folder: its block output projections initialise the hidden-state projections."},
+    )
+    seq_len: int = field(default=128, metadata={"help": "Tokens per packed sequence."})
+    batch_size: int = field(default=16, metadata={"help": "Global training batch (split over processes)."})
+    max_steps: int = field(default=200, metadata={"help": "Training steps."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorms)."})
+    warmup_steps: int = field(default=10, metadata={"help": "Linear warm-up steps."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off)."})
+    hidden_weight: float = field(default=1.0, metadata={"help": "Weight of the hidden-state MSE."})
+    mlm_kd_weight: float = field(default=1.0, metadata={"help": "Weight of the soft-label MLM KD (MLM-head teachers)."})
+    mlm_weight: float = field(default=1.0, metadata={"help": "Weight of the student's own MLM loss."})
+    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the soft-label KD."})
+    dropout: Optional[float] = field(
+        default=None, metadata={"help": "Dropout while distilling (default: the model's; its saved config keeps it)."}
+    )
+    num_blocks: Optional[int] = field(
+        default=None, metadata={"help": "Matched layers (default: the search space's blocks, else a common divisor)."}
+    )
+    validation_size: float = field(default=0.05, metadata={"help": "Held-out fraction (or number, if >= 1) of sequences."})
+    max_train_sequences: Optional[int] = field(default=None, metadata={"help": "Cap on training sequences."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Global validation batch."})
+    eval_batches: int = field(default=4, metadata={"help": "Validation batches scored before and after."})
+    save_steps: int = field(default=50, metadata={"help": "Steps between checkpoints."})
+    keep_checkpoints: int = field(default=1, metadata={"help": "Checkpoints kept on disk."})
+    logging_steps: int = field(default=10, metadata={"help": "Steps between log lines."})
+    seed: int = field(default=0, metadata={"help": "Seed of everything random."})
+    resume: bool = field(default=False, metadata={"help": "Continue the run in run_dir from its last checkpoint."})
+    cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache folder."})
+    report_to: str = field(default="jsonl", metadata={"help": "Comma-separated trackers: jsonl, tensorboard, wandb..."})
+
+    def __post_init__(self):
+        if self.validation_size >= 1:
+            self.validation_size = int(self.validation_size)
+        for name in ("batch_size", "eval_batch_size", "eval_batches", "max_steps", "save_steps", "logging_steps",
+                     "seq_len", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+        for name in ("hidden_weight", "mlm_kd_weight", "mlm_weight", "weight_decay", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be non-negative.")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} must be positive.")
+        if self.num_blocks is not None and self.num_blocks < 1:
+            raise ValueError(f"num_blocks={self.num_blocks} must be at least 1 (or unset for the default).")
+
+    def resolved_output_dir(self):
+        return Path(self.output_dir or self.model)
+
+    def resolved_run_dir(self):
+        if self.run_dir:
+            return Path(self.run_dir)
+        output = self.resolved_output_dir().resolve()
+        return output.parent / RUNS_SUBDIR / output.name
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+
+
+def loss_sums(student_states, teacher_states, attention_mask, labels, student_logits=None, teacher_logits=None,
+              temperature=1.0):
+    """`{term: (sum, count)}` of every loss term on one batch, in float32 (sums, so batches and
+    processes combine exactly).
+
+    `student_states`/`teacher_states`: matched hidden states at the teacher's width, pairwise.
+    `student_logits`/`teacher_logits`: vocabulary logits at the masked positions
+    (`labels != -100`, in row-major order); the KD term needs both, the MLM term the student's.
+    """
+    if len(student_states) != len(teacher_states):
+        raise ValueError(f"Got {len(student_states)} student states for {len(teacher_states)} teacher states.")
+    sse, count = zip(*(masked_sse(s, t, attention_mask) for s, t in zip(student_states, teacher_states)))
+    sums = {"hidden": (torch.stack(sse).sum(), torch.stack(count).sum())}
+    targets = labels[labels != -100]
+    masked = torch.tensor(float(targets.numel()), device=targets.device)
+    if teacher_logits is not None:
+        student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+        teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        # T^2 keeps the gradient scale independent of T (Hinton et al., 2015).
+        kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="sum", log_target=True) * temperature**2
+        sums["mlm_kd"] = (kl, masked)
+    if student_logits is not None:
+        sums["mlm"] = (F.cross_entropy(student_logits.float(), targets, reduction="sum"), masked)
+    return sums
+
+
+def distillation_losses(student_states, teacher_states, attention_mask, labels, student_logits=None,
+                        teacher_logits=None, temperature=1.0, masked_count=None):
+    """`{"hidden": ..., "mlm_kd": ..., "mlm": ...}`: each term's mean (see `loss_sums`); `mlm_kd`
+    only with teacher logits, `mlm` only with student logits.
+
+    `masked_count` replaces the number of masked positions the MLM terms are averaged over. The
+    training loop passes the global count divided by the number of processes: the gradients that
+    DDP averages then add up to the gradient of the global mean, however the masks fall.
+    """
+    sums = loss_sums(student_states, teacher_states, attention_mask, labels, student_logits, teacher_logits, temperature)
+    losses = {}
+    for name, (total, count) in sums.items():
+        if masked_count is not None and name != "hidden":
+            count = masked_count
+        losses[name] = total / torch.as_tensor(count, dtype=total.dtype, device=total.device).clamp(min=1)
+    return losses
+
+
+def total_loss(losses, args):
+    weights = {"hidden": args.hidden_weight, "mlm_kd": args.mlm_kd_weight, "mlm": args.mlm_weight}
+    return sum(weights[name] * value for name, value in losses.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer matching and the student
+
+
+def default_num_blocks(metadata, teacher_layers, num_slots):
+    """The search space's `num_blocks` from `nasbert.json` when it fits this teacher and student,
+    else the largest K dividing both the teacher's layers and the student's slots."""
+    searched = ((metadata or {}).get("search") or {}).get("space", {}).get("num_blocks")
+    if searched and searched <= teacher_layers and num_slots % searched == 0:
+        return int(searched)
+    return math.gcd(teacher_layers, num_slots)
+
+
+def matched_layers(num_slots, num_blocks):
+    """Student hidden-state indices matched to teacher block boundaries 1..num_blocks
+    (`hidden_states[i]` is the output of slot i; index 0 is the embedding output)."""
+    if not 1 <= num_blocks <= num_slots or num_slots % num_blocks:
+        raise ValueError(
+            f"num_blocks={num_blocks} must divide the student's {num_slots} slots (valid: "
+            f"{[k for k in range(1, num_slots + 1) if num_slots % k == 0]})."
+        )
+    step = num_slots // num_blocks
+    return [k * step for k in range(1, num_blocks + 1)]
+
+
+class DistillationStudent(nn.Module):
+    """A `NasBertForMaskedLM` plus one projection (student width -> teacher width) per matched layer.
+
+    `forward` returns the projected hidden states at `student_layers` and, with `labels` and
+    `compute_logits`, the vocabulary logits at the masked positions.
+    """
+
+    def __init__(self, model, teacher_hidden_size, student_layers, compute_logits=True):
+        super().__init__()
+        self.model = model
+        self.student_layers = list(student_layers)
+        self.compute_logits = compute_logits
+        hidden = model.config.hidden_size
+        self.projections = nn.ModuleList(nn.Linear(hidden, teacher_hidden_size) for _ in self.student_layers)
+        for projection in self.projections:
+            nn.init.normal_(projection.weight, std=model.config.initializer_range)
+            nn.init.zeros_(projection.bias)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        outputs = self.model.nasbert(
+            input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, output_hidden_states=True,
+            return_dict=True,
+        )
+        states = [projection(outputs.hidden_states[i]) for projection, i in zip(self.projections, self.student_layers)]
+        logits = None
+        if self.compute_logits and labels is not None:
+            logits = self.model.cls(outputs.last_hidden_state[labels != -100])
+        return states, logits
+
+
+def init_projections(student, supernet_run=None):
+    """Start the projections where the search left them; returns where they came from.
+
+    From a supernet run: block k's output projection (leading columns for the student's width),
+    which was trained to map exactly this block's output onto the teacher's boundary k. Else
+    from the MLM head's dense layer when it maps the student's width to the teacher's (the
+    export puts the last block's output projection there). Else the default initialisation.
+    """
+    hidden, teacher_hidden = student.model.config.hidden_size, student.projections[0].out_features
+    with torch.no_grad():
+        if supernet_run is not None:
+            weights = _supernet_output_projections(supernet_run, len(student.projections))
+            for projection, (weight, bias) in zip(student.projections, weights):
+                if weight.shape[0] != teacher_hidden or weight.shape[1] < hidden:
+                    raise ValueError(
+                        f"Supernet run {supernet_run} projects to width {weight.shape[0]} from at most {weight.shape[1]}; "
+                        f"this student needs {hidden} -> {teacher_hidden}: it is not the run this model was searched in."
+                    )
+                projection.weight.copy_(weight[:, :hidden])
+                projection.bias.copy_(bias)
+            return f"supernet:{supernet_run}"
+        dense = student.model.cls.dense
+        if (dense.in_features, dense.out_features) == (hidden, teacher_hidden):
+            for projection in student.projections:
+                projection.load_state_dict(dense.state_dict())
+            return "mlm_head.dense"
+    return "random"
+
+
+def _supernet_output_projections(run_dir, num_blocks):
+    path = Path(run_dir) / "supernet.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --supernet-run must be a finished supernet run folder.")
+    with safe_open(str(path), framework="pt") as handle:
+        keys = set(handle.keys())
+        names = [f"blocks.{k}.output_projection" for k in range(num_blocks)]
+        if not all(f"{name}.weight" in keys for name in names) or f"blocks.{num_blocks}.output_projection.weight" in keys:
+            blocks = len({key.split(".")[1] for key in keys if key.startswith("blocks.")})
+            raise ValueError(f"Supernet run {run_dir} has {blocks} blocks; this distillation matches {num_blocks} layers.")
+        return [(handle.get_tensor(f"{name}.weight"), handle.get_tensor(f"{name}.bias")) for name in names]
+
+
+DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def load_student(model_dir, dropout=None):
+    """The `NasBertForMaskedLM` of an exported folder and its `nasbert.json` (None when absent).
+
+    With `dropout`, the modules are built with that dropout while the config keeps the model's
+    own values, so that the saved model fine-tunes with its original dropout.
+    """
+    from .modeling import NasBertForMaskedLM
+    from .zoo import check_model_dir
+
+    config_path = Path(model_dir) / "config.json"
+    model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type") if config_path.is_file() else None
+    if model_type not in (None, NasBertForMaskedLM.config_class.model_type):
+        raise ValueError(
+            f"{model_dir} holds a {model_type!r} model; distillation takes NasBert models (`nasbert search` exports, "
+            "or a BERT turned into one with `nasbert convert`)."
+        )
+    model_dir = check_model_dir(model_dir)
+    metadata_path = model_dir / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text(encoding="utf-8")) if metadata_path.is_file() else None
+    if dropout is None:
+        return NasBertForMaskedLM.from_pretrained(model_dir), metadata
+    model = NasBertForMaskedLM.from_pretrained(model_dir, **{name: dropout for name in DROPOUT_FIELDS})
+    saved = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    for name in DROPOUT_FIELDS:
+        setattr(model.config, name, saved.get(name, getattr(model.config, name)))
+    return model, metadata
+
+
+def check_compatible(model, teacher, seq_len):
+    if model.config.vocab_size != teacher.vocab_size:
+        raise ValueError(
+            f"The student's vocabulary ({model.config.vocab_size} tokens) differs from teacher {teacher.name!r}'s "
+            f"({teacher.vocab_size}): distillation feeds both the same token ids; use the teacher the model was "
+            "exported from."
+        )
+    if seq_len > model.config.max_position_embeddings:
+        raise ValueError(
+            f"seq_len={seq_len} exceeds the student's max_position_embeddings={model.config.max_position_embeddings}."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def distill(args):
+    """Distil `args.model` against the teacher on the corpus; returns the distilled model folder."""
+    from .teacher import DEFAULT_TEACHER, load_teacher
+
+    if not args.model:
+        raise ValueError("model is required: the exported model folder to distil (e.g. nasbert-out/nasbert-5M).")
+    output_dir, run_dir = args.resolved_output_dir(), args.resolved_run_dir()
+    model, metadata = load_student(args.model, args.dropout)
+    accelerator = _accelerator(args, run_dir)
+    teacher = load_teacher(args.teacher or (metadata or {}).get("teacher") or DEFAULT_TEACHER, device=accelerator.device)
+    check_compatible(model, teacher, args.seq_len)
+    _check_batches(args, accelerator.num_processes)
+    set_seed(args.seed)  # the same projections on every process
+    student, matching = build_student(args, model, metadata, teacher)
+    run_config = _run_config(args, teacher, model, matching, accelerator)
+    checkpoint = _check_run_dir(args, run_dir, run_config, accelerator)
+    train_loader, eval_loader = _dataloaders(args, teacher, accelerator)
+    _write_run_config(run_dir, run_config, checkpoint, accelerator)
+
+    optimizer, scheduler = _optimizer(args, student, accelerator.device)
+    prepared, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        student, optimizer, train_loader, eval_loader, scheduler
+    )
+    loop = DistillationLoop(args, accelerator, prepared, optimizer, scheduler, teacher, train_loader, eval_loader,
+                            run_dir, matching["num_blocks"])
+    state = {"step": 0}
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state["step"] = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))["step"]
+    if accelerator.is_main_process:
+        _truncate_log(run_dir / LOG_FILE, state["step"])
+    accelerator.init_trackers("distill", config={"model": str(args.model), "seed": args.seed})
+    initial = loop.initial_validation(state["step"])
+    loop.run(state)
+    final = loop.validate()
+    if accelerator.is_main_process:
+        record = _distillation_record(args, run_config, state["step"], loop.last_train_losses, initial, final)
+        _save_distilled(accelerator.unwrap_model(prepared).model, teacher, metadata, record, output_dir)
+        accelerator.print(f"Distilled model written to {output_dir}: validation {_describe(initial)} -> {_describe(final)}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return output_dir
+
+
+def build_student(args, model, metadata, teacher):
+    """The `DistillationStudent` of `model` with initialised projections, and the layer matching
+    `{num_blocks, student_layers, teacher_layers, projections_init}`."""
+    num_slots = len(model.config.layers)
+    num_blocks = args.num_blocks or default_num_blocks(metadata, teacher.num_layers, num_slots)
+    student_layers = matched_layers(num_slots, num_blocks)
+    teacher_layers = teacher.block_boundaries(num_blocks)[1:]
+    logits = uses_soft_labels(args, teacher) or args.mlm_weight > 0
+    student = DistillationStudent(model, teacher.hidden_size, student_layers, compute_logits=logits)
+    matching = {"num_blocks": num_blocks, "student_layers": student_layers, "teacher_layers": teacher_layers,
+                "projections_init": init_projections(student, args.supernet_run)}
+    return student, matching
+
+
+def uses_soft_labels(args, teacher):
+    """Whether the soft-label MLM KD term is on: the teacher has an MLM head and the term a weight."""
+    return teacher.mlm_head is not None and args.mlm_kd_weight > 0
+
+
+def _optimizer(args, student, device):
+    from transformers import get_scheduler
+
+    # The fused AdamW kernel: on CPU the default per-tensor loop costs more than the whole
+    # forward and backward pass of a small student (its embeddings alone are ~12M parameters).
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(_parameter_groups(student, args.weight_decay), lr=args.learning_rate, fused=fused)
+    return optimizer, get_scheduler(args.lr_scheduler_type, optimizer, args.warmup_steps, args.max_steps)
+
+
+class DistillationLoop:
+    """The step loop: teacher pass, student pass, the three losses, optimizer step, log, checkpoint."""
+
+    # Batches from any global step on (epoch and offset follow from the step): the supernet loop's.
+    _batches = TrainingLoop._batches
+
+    def __init__(self, args, accelerator, model, optimizer, scheduler, teacher, train_loader, eval_loader, run_dir,
+                 num_blocks):
+        self.args, self.accelerator, self.model = args, accelerator, model
+        self.optimizer, self.scheduler, self.teacher = optimizer, scheduler, teacher
+        self.train_loader, self.eval_loader, self.run_dir = train_loader, eval_loader, run_dir
+        self.num_blocks, self.use_kd = num_blocks, uses_soft_labels(args, teacher)
+        self.last_train_losses = None
+
+    def outputs(self, batch):
+        """One teacher and one student pass: `(student states, teacher states, student logits,
+        teacher logits)`, states pairwise matched, logits at the masked positions."""
+        labels = batch["labels"]
+        teacher_states = self.teacher.block_states(batch["input_ids"], batch["attention_mask"], self.num_blocks)
+        teacher_logits = None
+        if self.use_kd:
+            with torch.no_grad():
+                teacher_logits = self.teacher.mlm_head(teacher_states[-1][labels != -100])
+        states, logits = self.model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), labels)
+        return states, teacher_states[1:], logits, teacher_logits
+
+    def step(self, batch):
+        accelerator = self.accelerator
+        # Every process averages the MLM terms over the global number of masked positions.
+        local = (batch["labels"] != -100).sum().float()
+        masked_count = accelerator.reduce(local, "sum") / accelerator.num_processes
+        with accelerator.autocast():
+            states, teacher_states, logits, teacher_logits = self.outputs(batch)
+            losses = distillation_losses(states, teacher_states, batch["attention_mask"], batch["labels"], logits,
+                                         teacher_logits, self.args.temperature, masked_count)
+            loss = total_loss(losses, self.args)
+        accelerator.backward(loss)
+        if self.args.max_grad_norm:
+            accelerator.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return torch.stack([loss.detach()] + [value.detach() for value in losses.values()]), list(losses)
+
+    def run(self, state):
+        args, accelerator = self.args, self.accelerator
+        progress = tqdm(total=args.max_steps, initial=state["step"], desc="distill",
+                        disable=not accelerator.is_local_main_process)
+        window = []
+        for batch in self._batches(state["step"]):
+            step = state["step"]
+            torch.manual_seed(_derive_seed(args.seed, step, accelerator.process_index))  # dropout
+            self.model.train()
+            values, names = self.step(batch)
+            window.append(values)
+            state["step"] = step = step + 1
+            progress.update(1)
+            if step % args.logging_steps == 0 or step == args.max_steps:
+                self._log(window, names, step, progress)
+                window = []
+            if step % args.save_steps == 0 or step == args.max_steps:
+                with _quiet_tied_weights():
+                    save_checkpoint(accelerator, self.run_dir, {"step": step, "pools": []}, args.keep_checkpoints)
+        progress.close()
+
+    def _log(self, window, names, step, progress):
+        means = self.accelerator.reduce(torch.stack(window).mean(0), "mean").tolist()
+        values = {"loss": means[0], **{f"loss/{name}": value for name, value in zip(names, means[1:])}}
+        values["lr"] = self.scheduler.get_last_lr()[0]
+        self.accelerator.log(values, step=step)
+        self.last_train_losses = {key: value for key, value in values.items() if key != "lr"}
+        progress.set_postfix(loss=f"{means[0]:.4f}")
+
+    @torch.no_grad()
+    def validate(self):
+        """Each term's mean (and the weighted total) over the first `eval_batches` validation batches."""
+        totals = {}
+        # The same masked batches every time: a prepared loader would advance its epoch (and so
+        # its masks) after each full pass, and restart from 0 in a resumed run.
+        self.eval_loader.set_epoch(0)
+        self.model.eval()
+        with self.accelerator.autocast():
+            for index, batch in enumerate(self.eval_loader):
+                if index >= self.args.eval_batches:
+                    break
+                states, teacher_states, logits, teacher_logits = self.outputs(batch)
+                sums = loss_sums(states, teacher_states, batch["attention_mask"], batch["labels"], logits,
+                                 teacher_logits, self.args.temperature)
+                for name, (total, count) in sums.items():
+                    previous = totals.get(name, (0.0, 0.0))
+                    totals[name] = (previous[0] + total, previous[1] + count)
+        self.model.train()
+        losses = {}
+        for name, (total, count) in totals.items():
+            reduced = self.accelerator.reduce(torch.stack([total, count]), "sum")
+            losses[name] = (reduced[0] / reduced[1].clamp(min=1)).item()
+        losses["total"] = total_loss(losses, self.args)
+        return losses
+
+    def initial_validation(self, step):
+        """Validation losses of the model as it came in (computed once; a resumed run reads them back)."""
+        path = self.run_dir / INITIAL_VALIDATION
+        if step > 0:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        losses = self.validate()
+        if self.accelerator.is_main_process:
+            from .export import write_json
+
+            write_json(path, losses)
+        return losses
+
+
+@contextmanager
+def _quiet_tied_weights():
+    """Drop Accelerate's "Removed shared tensor" warning at each checkpoint: the decoder is tied to
+    the word embeddings on purpose, and `load_state` restores the tie (the resume tests check it)."""
+    logger = logging.getLogger("accelerate.utils.other")
+
+    def drop(record):
+        return "Removed shared tensor" not in record.getMessage()
+
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+# -- setup and outputs ---------------------------------------------------------------------------
+
+
+def _run_config(args, teacher, model, matching, accelerator):
+    from .architecture import Architecture
+
+    identity = asdict(args)
+    identity["model"] = str(Path(args.model).resolve())
+    identity["teacher"] = teacher.name
+    return {
+        "architecture": str(Architecture.from_config(model.config)),
+        "teacher": teacher.name,
+        "teacher_has_mlm_head": teacher.mlm_head is not None,
+        **matching,
+        "training": identity,
+        "num_processes": accelerator.num_processes,
+    }
+
+
+def _check_run_dir(args, run_dir, run_config, accelerator):
+    """Refuse to overwrite a run, or to resume one with other arguments; return the checkpoint to
+    resume from (None for a fresh start)."""
+    config_path = run_dir / DISTILL_CONFIG
+    checkpoint = None
+    if config_path.is_file():
+        if not args.resume:
+            raise ValueError(
+                f"{run_dir} already holds a distillation run ({DISTILL_CONFIG}); pass --resume to continue it or "
+                "choose another --run-dir."
+            )
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+        saved_args, current_args = saved.get("training", {}), run_config["training"]
+        for name in RUN_IDENTITY:
+            if saved_args.get(name) != current_args[name]:
+                raise ValueError(
+                    f"--resume: the run was started with {name}={saved_args.get(name)!r}, now "
+                    f"{name}={current_args[name]!r}; resume with the same value (or use another --run-dir)."
+                )
+        checkpoint = latest_checkpoint(run_dir)
+    accelerator.wait_for_everyone()
+    return checkpoint
+
+
+def _write_run_config(run_dir, run_config, checkpoint, accelerator):
+    from .export import write_json
+
+    if accelerator.is_main_process:
+        (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / DISTILL_CONFIG, run_config)
+        accelerator.print(
+            f"Distilling {run_config['architecture']} from {run_config['teacher']}: student layers "
+            f"{run_config['student_layers']} -> teacher layers {run_config['teacher_layers']}"
+            + (f"; resuming from {checkpoint}" if checkpoint is not None else "")
+        )
+    accelerator.wait_for_everyone()
+
+
+def _distillation_record(args, run_config, steps, train_losses, initial, final):
+    return {
+        "steps": steps,
+        "teacher": run_config["teacher"],
+        "corpus": args.corpus or "embedded Wikipedia sample",
+        "num_blocks": run_config["num_blocks"],
+        "student_layers": run_config["student_layers"],
+        "teacher_layers": run_config["teacher_layers"],
+        "weights": {"hidden": args.hidden_weight, "mlm_kd": args.mlm_kd_weight, "mlm": args.mlm_weight},
+        "temperature": args.temperature,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "projections_init": run_config["projections_init"],
+        "train_losses": train_losses,
+        "validation_before": initial,
+        "validation_after": final,
+    }
+
+
+def _save_distilled(model, teacher, metadata, record, output_dir):
+    from .architecture import Architecture
+    from .export import model_metadata, save_model_folder
+
+    if metadata is None:
+        metadata = model_metadata(Path(output_dir).resolve().name, Architecture.from_config(model.config), model.config)
+    save_model_folder(model, teacher.tokenizer, {**metadata, "distillation": record}, output_dir)
+
+
+def _describe(losses):
+    if losses is None:
+        return "unknown"
+    return ", ".join(f"{name} {value:.4f}" for name, value in losses.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# The main job's last stage
+
+
+def distilled_steps(model_dir):
+    """Steps the model in `model_dir` was distilled for (0 when it was not)."""
+    path = Path(model_dir) / METADATA_FILE
+    metadata = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return int((metadata.get("distillation") or {}).get("steps", 0))
+
+
+def distill_exported(out, names, steps, **options):
+    """Distil every exported model `OUT/<name>` in place for `steps` steps (`nasbert compress`).
+
+    Resumable: a model already distilled for `steps` is skipped, and an interrupted run continues
+    from its last checkpoint in `OUT/distill-runs/<name>/`. `options` are `DistillArguments`
+    fields (corpus, seq_len, batch_size, cpu, supernet_run...).
+    """
+    out = Path(out)
+    for name in names:
+        folder = out / name
+        if distilled_steps(folder) >= steps:
+            logger.info("%s is already distilled for %d steps; skipping.", folder, steps)
+            continue
+        run_dir = out / RUNS_SUBDIR / name
+        args = DistillArguments(model=str(folder), output_dir=str(folder), run_dir=str(run_dir), max_steps=steps,
+                                **options)
+        args.resume = (run_dir / DISTILL_CONFIG).is_file()
+        distill(args)
+        # The distilled folder now records its steps (the skip test above): the optimizer
+        # state is no longer needed, and it is several times the model's size.
+        shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
