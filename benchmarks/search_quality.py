@@ -77,7 +77,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for text in args.budgets:
         budget = Budget.parse(text)
-        searched = best([r.architecture for r in search(tables, ParamsCost(), budget.limit, k=args.top_k)], score)
+        searched = best([r.architecture for r in search(tables, ParamsCost(), budget.limit, k=args.top_k, per_hidden_size=True)], score)
         randoms = best(random_within(space, budget.limit, args.random, args.seed), score)
         uniform = best(uniform_within(space, budget.limit), score)
         print(f"| {budget} | {searched[0]:.4f} `{searched[1]}` | {randoms[0]:.4f} | {uniform[0]:.4f} `{uniform[1]}` | "

@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from .cost import ParamsCost
 from .export import model_metadata, save_model_folder, write_json
-from .latency import LatencyTable, measure_latency_table, measure_model_latency
+from .latency import LatencyTable, measure_latency_table, measure_model_latency, random_architectures
 from .search import Budget, cost_model_for, human, load_candidates, minimum_cost, search
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class SearchArguments:
                           "spread over the feasible range."},
     )
     out: str = field(default="nasbert-out", metadata={"help": "Folder for the exported models."})
-    top_k: int = field(default=5, metadata={"help": "Candidates per budget re-scored on the assembled model."})
+    top_k: int = field(default=5, metadata={"help": "Candidates per hidden size and budget re-scored on the assembled model."})
     rescore_batches: int = field(default=4, metadata={"help": "Validation batches for each re-scoring."})
     latency_repeats: int = field(default=10, metadata={"help": "Timed repetitions per latency measurement."})
     teacher: Optional[str] = field(default=None, metadata={"help": "Teacher (default: the run's teacher)."})
@@ -141,8 +141,10 @@ def run_latency_table(run_dir, space, teacher, seq_len, device="cpu", repeats=10
     if path.is_file():
         return LatencyTable.load(path)
     ops = sorted({code for code in space.ops if code != "id"})
+    calibration = random_architectures(list(space.ops), space.hidden_sizes, space.num_slots, 10, seed=1)
     table = measure_latency_table(ops, space.hidden_sizes, device=device, batch_size=1, seq_len=seq_len,
-                                  embedding_size=teacher.hidden_size, vocab_size=teacher.vocab_size, repeats=repeats)
+                                  embedding_size=teacher.hidden_size, vocab_size=teacher.vocab_size, repeats=repeats,
+                                  calibration=calibration)
     table.save(path)
     return table
 
@@ -169,7 +171,9 @@ def search_and_export(args):
     out = Path(args.out)
     for budget in budgets:
         cost_model = cost_model_for(budget, seq_len, teacher.hidden_size, latency)
-        candidates = search(tables, cost_model, budget.limit, k=args.top_k)
+        # Re-score the top k of *every* hidden size: summed block losses (each block fed the
+        # teacher's states through projections) rank widths differently from assembled models.
+        candidates = search(tables, cost_model, budget.limit, k=args.top_k, per_hidden_size=True)
         scored = [(evaluate_architecture(supernet, cached, r.architecture, batches), r) for r in candidates]
         loss, best = min(scored, key=lambda item: (item[0], item[1].approx_loss))
         arch = best.architecture

@@ -132,8 +132,9 @@ def minimum_cost(tables, cost_model):
     return best
 
 
-def search(tables, cost_model, limit, k=1):
-    """The `k` architectures of lowest summed block loss whose cost is at most `limit`, best first.
+def search(tables, cost_model, limit, k=1, per_hidden_size=False):
+    """The `k` architectures of lowest summed block loss whose cost is at most `limit`, best first;
+    with `per_hidden_size`, the `k` best of every hidden size.
 
     Raises `ValueError` naming the smallest feasible value when nothing fits.
     """
@@ -144,9 +145,9 @@ def search(tables, cost_model, limit, k=1):
         partials = [(0.0, 0.0, ())]
         for block in blocks:
             partials = _merge(partials, block, cost_model, hidden, room, k)
-        for loss, cost, choice in partials:
-            architecture = assemble(tables, choice, hidden)
-            results.append(SearchResult(architecture, loss, cost + cost_model.base_cost(hidden), choice))
+        found = [SearchResult(assemble(tables, choice, hidden), loss, cost + cost_model.base_cost(hidden), choice)
+                 for loss, cost, choice in partials]
+        results.extend(_best(found, k) if per_hidden_size else found)
     if not results:
         smallest = minimum_cost(tables, cost_model)
         if smallest is None:
@@ -157,8 +158,11 @@ def search(tables, cost_model, limit, k=1):
         raise ValueError(
             f"No architecture fits {cost_model.metric} <= {limit:g}: the smallest feasible value is {smallest:g}."
         )
-    results.sort(key=lambda result: (result.approx_loss, result.cost, str(result.architecture)))
-    return results[:k]
+    return _best(results, None if per_hidden_size else k)
+
+
+def _best(results, k):
+    return sorted(results, key=lambda result: (result.approx_loss, result.cost, str(result.architecture)))[:k]
 
 
 def brute_force_search(tables, cost_model, limit, k=1):
@@ -173,8 +177,7 @@ def brute_force_search(tables, cost_model, limit, k=1):
             if cost <= limit:
                 loss = sum(c.loss for _, c in combination)
                 results.append(SearchResult(architecture, loss, cost, choice))
-    results.sort(key=lambda result: (result.approx_loss, result.cost, str(result.architecture)))
-    return results[:k]
+    return _best(results, k)
 
 
 def cost_model_for(budget, seq_len=128, embedding_size=None, latency_tables=None):

@@ -55,3 +55,17 @@ def test_latency_budgets_need_a_table_for_their_device(table):
 def test_unknown_device_is_named():
     with pytest.raises(ValueError, match="Unknown latency device 'tpu'"):
         measure_latency_table(OPS, [32], device="tpu")
+
+
+def test_calibration_scales_op_costs_and_round_trips(tmp_path, table):
+    from nasbert_hf.latency import calibrate
+
+    archs = random_architectures(OPS, [32, 64], 4, 3, seed=2)
+    raw = {arch: table.layers_cost(arch.layers, arch.hidden_size) for arch in archs}
+    calibrated = calibrate(LatencyTable(**{**table.__dict__}), archs, repeats=2)
+    assert calibrated.op_scale > 0
+    for arch in archs:
+        expected = table.base_ms[arch.hidden_size] + calibrated.op_scale * raw[arch]
+        assert calibrated.predict(arch) == pytest.approx(expected)
+    calibrated.save(tmp_path / "table.json")
+    assert LatencyTable.load(tmp_path / "table.json").op_scale == calibrated.op_scale

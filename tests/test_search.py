@@ -101,3 +101,15 @@ def test_load_candidates(tmp_path):
     path.write_text(json.dumps({"blocks": [[row], []]}))
     with pytest.raises(ValueError, match="every block needs at least one candidate"):
         load_candidates(path)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_per_hidden_size_search_keeps_the_k_best_of_every_width(seed):
+    tables = random_tables(seed)
+    cost_model = ParamsCost()
+    limit = sorted(r.cost for r in brute_force_search(tables, cost_model, float("inf"), k=10_000))[-1] * 0.7
+    results = search(tables, cost_model, limit, k=3, per_hidden_size=True)
+    for hidden in (32, 64):
+        expected = [r for r in brute_force_search(tables, cost_model, limit, k=10_000) if r.architecture.hidden_size == hidden][:3]
+        assert [r.architecture for r in results if r.architecture.hidden_size == hidden] == [r.architecture for r in expected]
+    assert [r.approx_loss for r in results] == sorted(r.approx_loss for r in results)

@@ -16,7 +16,7 @@ def add_arguments(parser):
     parser.add_argument("--out", default="nasbert-out", help="Output folder (default: ./nasbert-out).")
     parser.add_argument("--max-steps", type=int, help="Supernet training steps (default: the config's).")
     parser.add_argument("--seed", type=int, help="Seed (default: the config's).")
-    parser.add_argument("--top-k", type=int, default=5, help="Candidates re-scored per budget (default: 5).")
+    parser.add_argument("--top-k", type=int, default=5, help="Candidates re-scored per hidden size and budget (default: 5).")
     parser.add_argument("--distill-steps", type=int, help="Distillation steps for every exported model, 0 for none "
                                                           "(default: the config's `distill` section).")
     parser.add_argument("--cpu", action="store_true", default=None, help="Train on CPU even when a GPU is present.")

@@ -9,7 +9,7 @@ def add_arguments(parser):
                         help="params=5M, flops=2G or latency=8ms@cpu (several allowed); default: three "
                              "parameter budgets spread over the feasible range.")
     parser.add_argument("--out", default="nasbert-out", help="Output folder (default: ./nasbert-out).")
-    parser.add_argument("--top-k", type=int, default=5, help="Candidates re-scored per budget (default: 5).")
+    parser.add_argument("--top-k", type=int, default=5, help="Candidates re-scored per hidden size and budget (default: 5).")
     parser.add_argument("--rescore-batches", type=int, default=4, help="Validation batches per re-scoring.")
 
 
