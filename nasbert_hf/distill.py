@@ -43,19 +43,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .blockwise import masked_sse
-from .supernet_training import (
+from .training import (
     CHECKPOINTS,
     LOG_FILE,
     TRAINER_STATE,
-    TrainingLoop,
-    _accelerator,
-    _check_batches,
-    _dataloaders,
-    _derive_seed,
-    _parameter_groups,
-    _truncate_log,
+    check_global_batches,
+    derive_seed,
     latest_checkpoint,
+    make_accelerator,
+    mlm_dataloaders,
+    parameter_groups,
+    resumable_batches,
     save_checkpoint,
+    truncate_log,
 )
 from .zoo import METADATA_FILE
 
@@ -361,15 +361,15 @@ def distill(args):
         raise ValueError("model is required: the exported model folder to distil (e.g. nasbert-out/nasbert-5M).")
     output_dir, run_dir = args.resolved_output_dir(), args.resolved_run_dir()
     model, metadata = load_student(args.model, args.dropout)
-    accelerator = _accelerator(args, run_dir)
+    accelerator = make_accelerator(args, run_dir)
     teacher = load_teacher(args.teacher or (metadata or {}).get("teacher") or DEFAULT_TEACHER, device=accelerator.device)
     check_compatible(model, teacher, args.seq_len)
-    _check_batches(args, accelerator.num_processes)
+    check_global_batches(args, accelerator.num_processes)
     set_seed(args.seed)  # the same projections on every process
     student, matching = build_student(args, model, metadata, teacher)
     run_config = _run_config(args, teacher, model, matching, accelerator)
     checkpoint = _check_run_dir(args, run_dir, run_config, accelerator)
-    train_loader, eval_loader = _dataloaders(args, teacher, accelerator)
+    train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator)
     _write_run_config(run_dir, run_config, checkpoint, accelerator)
 
     optimizer, scheduler = _optimizer(args, student, accelerator.device)
@@ -383,7 +383,7 @@ def distill(args):
         accelerator.load_state(str(checkpoint))
         state["step"] = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))["step"]
     if accelerator.is_main_process:
-        _truncate_log(run_dir / LOG_FILE, state["step"])
+        truncate_log(run_dir / LOG_FILE, state["step"])
     accelerator.init_trackers("distill", config={"model": str(args.model), "seed": args.seed})
     initial = loop.initial_validation(state["step"])
     loop.run(state)
@@ -422,15 +422,12 @@ def _optimizer(args, student, device):
     # The fused AdamW kernel: on CPU the default per-tensor loop costs more than the whole
     # forward and backward pass of a small student (its embeddings alone are ~12M parameters).
     fused = device.type in ("cpu", "cuda")
-    optimizer = torch.optim.AdamW(_parameter_groups(student, args.weight_decay), lr=args.learning_rate, fused=fused)
+    optimizer = torch.optim.AdamW(parameter_groups(student, args.weight_decay), lr=args.learning_rate, fused=fused)
     return optimizer, get_scheduler(args.lr_scheduler_type, optimizer, args.warmup_steps, args.max_steps)
 
 
 class DistillationLoop:
     """The step loop: teacher pass, student pass, the three losses, optimizer step, log, checkpoint."""
-
-    # Batches from any global step on (epoch and offset follow from the step): the supernet loop's.
-    _batches = TrainingLoop._batches
 
     def __init__(self, args, accelerator, model, optimizer, scheduler, teacher, train_loader, eval_loader, run_dir,
                  num_blocks):
@@ -475,9 +472,9 @@ class DistillationLoop:
         progress = tqdm(total=args.max_steps, initial=state["step"], desc="distill",
                         disable=not accelerator.is_local_main_process)
         window = []
-        for batch in self._batches(state["step"]):
+        for batch in resumable_batches(accelerator, self.train_loader, state["step"], args.max_steps, args.batch_size):
             step = state["step"]
-            torch.manual_seed(_derive_seed(args.seed, step, accelerator.process_index))  # dropout
+            torch.manual_seed(derive_seed(args.seed, step, accelerator.process_index))  # dropout
             self.model.train()
             values, names = self.step(batch)
             window.append(values)
@@ -488,7 +485,7 @@ class DistillationLoop:
                 window = []
             if step % args.save_steps == 0 or step == args.max_steps:
                 with _quiet_tied_weights():
-                    save_checkpoint(accelerator, self.run_dir, {"step": step, "pools": []}, args.keep_checkpoints)
+                    save_checkpoint(accelerator, self.run_dir, {"step": step}, args.keep_checkpoints)
         progress.close()
 
     def _log(self, window, names, step, progress):

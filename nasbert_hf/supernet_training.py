@@ -18,18 +18,12 @@ from (seed, step, process) at every step.
 """
 
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-from accelerate.tracking import GeneralTracker
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .blockwise import distillation_step
@@ -45,10 +39,20 @@ from .shrinking import (
     write_json,
 )
 from .supernet import CANDIDATES, RUN_CONFIG, SUPERNET_WEIGHTS, Supernet
-
-CHECKPOINTS = "checkpoints"
-TRAINER_STATE = "trainer_state.json"
-LOG_FILE = "log.jsonl"
+from .training import (
+    CHECKPOINTS,
+    LOG_FILE,
+    TRAINER_STATE,
+    check_global_batches,
+    derive_seed,
+    latest_checkpoint,
+    make_accelerator,
+    mlm_dataloaders,
+    parameter_groups,
+    resumable_batches,
+    save_checkpoint,
+    truncate_log,
+)
 
 # Arguments that define the run; a resumed run must keep them (others, like max_steps, may change).
 RUN_IDENTITY = (
@@ -123,43 +127,21 @@ class SupernetTrainingArguments:
         return cls(search_space=str(search_space), **values)
 
 
-class JsonLinesTracker(GeneralTracker):
-    """An Accelerate tracker writing one JSON object per `log` call to `RUN_DIR/log.jsonl`."""
-
-    name = "jsonl"
-    requires_logging_directory = False
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = Path(path)
-
-    @property
-    def tracker(self):
-        return self.path
-
-    def store_init_configuration(self, values):
-        pass  # the configuration is `run_config.json`
-
-    def log(self, values, step=None, **kwargs):
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": step, **values}) + "\n")
-
-
 def train_supernet(args):
     """Train the supernet of `args.search_space`; returns the run folder (see the module doc)."""
     if not args.output_dir:
         raise ValueError("output_dir is required: the run folder to write (e.g. --out runs/supernet).")
     run_dir = Path(args.output_dir)
-    accelerator = _accelerator(args, run_dir)
+    accelerator = make_accelerator(args, run_dir)
     space = load_search_space(args.search_space)
     from .teacher import load_teacher
 
     teacher = load_teacher(args.teacher, device=accelerator.device)
     check_against_teacher(space, teacher)
-    _check_batches(args, accelerator.num_processes)
+    check_global_batches(args, accelerator.num_processes)
     run_config = _run_config(args, space, teacher, accelerator)
     checkpoint = _check_run_dir(args, run_dir, run_config, accelerator)
-    train_loader, eval_loader = _dataloaders(args, teacher, accelerator)
+    train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator)
     _write_run_config(run_dir, run_config, space, checkpoint, accelerator)
 
     set_seed(args.seed)  # the same initial supernet on every process
@@ -170,7 +152,7 @@ def train_supernet(args):
         layer_norm_eps=getattr(teacher.model.config, "layer_norm_eps", 1e-12),
         dropout=args.dropout,
     )
-    optimizer = torch.optim.AdamW(_parameter_groups(supernet, args.weight_decay), lr=args.learning_rate)
+    optimizer = torch.optim.AdamW(parameter_groups(supernet, args.weight_decay), lr=args.learning_rate)
     from transformers import get_scheduler
 
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, args.warmup_steps, args.max_steps)
@@ -183,7 +165,7 @@ def train_supernet(args):
         saved = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
         state = {"step": saved["step"], "pools": pools_from_table(saved["pools"])}
     if accelerator.is_main_process:
-        _truncate_log(run_dir / LOG_FILE, state["step"])
+        truncate_log(run_dir / LOG_FILE, state["step"])
     accelerator.init_trackers("supernet", config={"search_space": args.search_space, "seed": args.seed})
 
     loop = TrainingLoop(args, accelerator, model, optimizer, scheduler, teacher, train_loader, eval_loader, run_dir)
@@ -209,10 +191,10 @@ class TrainingLoop:
             total=args.max_steps, initial=state["step"], desc="supernet", disable=not accelerator.is_local_main_process
         )
         window = []
-        for batch in self._batches(state["step"]):
+        for batch in resumable_batches(accelerator, self.train_loader, state["step"], args.max_steps, args.batch_size):
             step = state["step"]
             block_archs = sample_block_archs(state["pools"], args.seed, step)
-            torch.manual_seed(_derive_seed(args.seed, step, accelerator.process_index))  # dropout
+            torch.manual_seed(derive_seed(args.seed, step, accelerator.process_index))  # dropout
             self.model.train()
             losses = distillation_step(
                 accelerator, self.model, self.teacher, batch, self.optimizer, self.scheduler, block_archs,
@@ -229,25 +211,6 @@ class TrainingLoop:
             if step % args.save_steps == 0 or step == args.max_steps:
                 self._save_checkpoint(state)
         progress.close()
-
-    def _batches(self, start_step):
-        """Training batches from global step `start_step` on: epoch and offset follow from the step."""
-        per_epoch = len(self.train_loader)
-        if per_epoch == 0:
-            raise ValueError(
-                f"The training split has fewer sequences than one batch ({self.args.batch_size}); "
-                "use a larger corpus or a smaller --batch-size."
-            )
-        step = start_step
-        while step < self.args.max_steps:
-            epoch, offset = divmod(step, per_epoch)
-            self.train_loader.set_epoch(epoch)
-            loader = self.accelerator.skip_first_batches(self.train_loader, offset) if offset else self.train_loader
-            for batch in loader:
-                yield batch
-                step += 1
-                if step >= self.args.max_steps:
-                    return
 
     def _log_losses(self, window, step, progress):
         losses = self.accelerator.reduce(torch.stack(window).mean(0), "mean").tolist()
@@ -292,7 +255,10 @@ class TrainingLoop:
     # -- checkpoints and outputs ---------------------------------------------------------------
 
     def _save_checkpoint(self, state):
-        save_checkpoint(self.accelerator, self.run_dir, state, self.args.keep_checkpoints)
+        save_checkpoint(
+            self.accelerator, self.run_dir, {"step": state["step"], "pools": candidates_table(state["pools"])},
+            self.args.keep_checkpoints,
+        )
 
     def finish(self, state):
         """Score the final pools once more and write `candidates.json` and `supernet.safetensors`."""
@@ -306,81 +272,9 @@ class TrainingLoop:
 # -- setup -------------------------------------------------------------------------------------
 
 
-def _accelerator(args, run_dir):
-    trackers = []
-    for name in filter(None, (part.strip() for part in args.report_to.split(","))):
-        trackers.append(JsonLinesTracker(run_dir / LOG_FILE) if name == "jsonl" else name)
-    return Accelerator(
-        cpu=args.cpu,
-        mixed_precision=args.mixed_precision,
-        # The batch is global: every process gets its slice of the same batch, so results do not
-        # depend on the number of processes (and the scheduler steps once per step).
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
-        # Each step trains one sampled op per slot: the other ops get no gradient.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        log_with=trackers or None,
-        project_dir=str(run_dir),
-    )
-
-
-def _check_batches(args, num_processes):
-    for name in ("batch_size", "eval_batch_size"):
-        if getattr(args, name) % num_processes:
-            raise ValueError(
-                f"{name}={getattr(args, name)} is the global batch and must be divisible by the number of "
-                f"processes ({num_processes})."
-            )
-
-
 def _activation(teacher):
     activation = getattr(teacher.model.config, "hidden_act", "gelu")
     return activation if isinstance(activation, str) else "gelu"
-
-
-def _parameter_groups(model, weight_decay):
-    # As in BERT pretraining: no weight decay on biases and LayerNorm weights.
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        (no_decay if parameter.ndim == 1 else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _dataloaders(args, teacher, accelerator):
-    from .data import DEFAULT_CORPUS, build_mlm_datasets, mlm_dataloader
-
-    corpus = args.corpus or DEFAULT_CORPUS
-    with accelerator.main_process_first():  # the main process tokenises, the others read its cache
-        splits = build_mlm_datasets(
-            corpus,
-            teacher.tokenizer,
-            seq_len=args.seq_len,
-            validation_size=args.validation_size,
-            seed=args.seed,
-            max_train_sequences=args.max_train_sequences,
-            cache_dir=args.cache_dir,
-        )
-    if len(splits["validation"]) < args.eval_batch_size:
-        raise ValueError(
-            f"The validation split holds {len(splits['validation'])} sequences, fewer than one eval batch "
-            f"({args.eval_batch_size}); raise validation_size or lower eval_batch_size."
-        )
-    train = mlm_dataloader(splits["train"], teacher.tokenizer, args.batch_size, shuffle=True, seed=args.seed)
-    evaluation = mlm_dataloader(
-        splits["validation"], teacher.tokenizer, args.eval_batch_size, shuffle=False, seed=args.seed
-    )
-    return _full_batches_only(train), _full_batches_only(evaluation)
-
-
-def _full_batches_only(loader):
-    """The same loader with `drop_last=True`: a short last batch would split unevenly over
-    processes (Accelerate pads it with repeated rows), so results would depend on their number."""
-    return DataLoader(
-        loader.dataset,
-        batch_size=loader.batch_size,
-        sampler=loader.sampler,
-        collate_fn=loader.collate_fn,
-        drop_last=True,
-    )
 
 
 def _run_config(args, space, teacher, accelerator):
@@ -444,81 +338,3 @@ def _check_same_run(saved, current):
                 f"--resume: the run was started with {name}={saved_args.get(name)!r}, now "
                 f"{name}={current_args[name]!r}; resume with the same value (or start a new run folder)."
             )
-
-
-def _truncate_log(path, step):
-    """Drop log lines written after the checkpoint a run resumes from (they will be logged again)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _line_step(line) <= step]
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    temporary.replace(path)
-
-
-def _line_step(line):
-    try:
-        return json.loads(line).get("step") or 0
-    except json.JSONDecodeError:  # a line cut by a kill
-        return float("inf")
-
-
-# -- checkpoints -------------------------------------------------------------------------------
-
-
-def checkpoint_name(step):
-    return f"step-{step:08d}"
-
-
-def latest_checkpoint(run_dir):
-    """The newest complete checkpoint folder (one holding `trainer_state.json`), or None."""
-    folder = Path(run_dir) / CHECKPOINTS
-    if not folder.is_dir():
-        return None
-    complete = sorted(path for path in folder.glob("step-*") if (path / TRAINER_STATE).is_file())
-    return complete[-1] if complete else None
-
-
-def save_checkpoint(accelerator, run_dir, state, keep):
-    """Save the Accelerate state and the trainer state into `checkpoints/step-N`, atomically:
-    everything is written into a temp folder that is renamed when complete; then only the
-    newest `keep` checkpoints are kept."""
-    folder = Path(run_dir) / CHECKPOINTS
-    final = folder / checkpoint_name(state["step"])
-    if (final / TRAINER_STATE).is_file():
-        return final
-    temporary = folder / f".tmp-{final.name}"
-    if accelerator.is_main_process and temporary.exists():
-        shutil.rmtree(temporary)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
-    if accelerator.is_main_process:
-        trainer_state = {"step": state["step"], "pools": candidates_table(state["pools"])}
-        (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state), encoding="utf-8")
-        _fsync_tree(temporary)
-        os.replace(temporary, final)
-        _prune_checkpoints(folder, keep)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def _fsync_tree(folder):
-    # Make the files durable before the rename publishes the folder.
-    for path in Path(folder).iterdir():
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def _prune_checkpoints(folder, keep):
-    complete = sorted(path for path in folder.glob("step-*") if (path / TRAINER_STATE).is_file())
-    for old in complete[: max(0, len(complete) - keep)]:
-        doomed = old.with_name(f".old-{old.name}")
-        os.replace(old, doomed)  # atomic: a kill during the delete leaves no half checkpoint named step-*
-        shutil.rmtree(doomed)
-    for leftover in folder.glob(".old-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _derive_seed(*numbers):
-    return int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(1, dtype=np.uint64)[0] >> 1)

@@ -34,7 +34,7 @@ from nasbert_hf.distill import (
 from nasbert_hf.export import model_metadata, save_model_folder
 from nasbert_hf.search_space import SearchSpace
 from nasbert_hf.supernet import Supernet
-from nasbert_hf.supernet_training import latest_checkpoint
+from nasbert_hf.training import latest_checkpoint
 from nasbert_hf.teacher import load_teacher
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,11 +17,8 @@ from test_supernet import save_random_teacher
 from nasbert_hf.search_space import load_search_space
 from nasbert_hf.shrinking import bins_of, read_candidates
 from nasbert_hf.supernet import Supernet, evaluate_architecture
-from nasbert_hf.supernet_training import (
-    SupernetTrainingArguments,
-    latest_checkpoint,
-    train_supernet,
-)
+from nasbert_hf.supernet_training import SupernetTrainingArguments, train_supernet
+from nasbert_hf.training import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "train_supernet.py"
