@@ -9,8 +9,9 @@ prediction error is measured against real whole-model timings (`prediction_error
 
 Ops measured in stacks of identical copies run a little slower than the same ops in a mixed
 model (measured here: whole models predicted ~20% too slow), so the table is calibrated on a
-few random whole architectures: one scale factor for the op costs, fitted by least squares
-(`op_scale`). The prediction stays a sum of per-op costs, so the search over it stays exact.
+few random whole architectures: one scale factor for the op costs of each hidden size, fitted by
+least squares (`op_scale`). The prediction stays a sum of per-op costs, so the search over it
+stays exact.
 """
 
 import json
@@ -43,7 +44,7 @@ class LatencyTable(CostModel):
     machine: str
     base_ms: dict = field(default_factory=dict)  # hidden size -> skeleton latency
     op_ms: dict = field(default_factory=dict)  # hidden size -> {op code: latency}
-    op_scale: float = 1.0  # calibration of the op costs against whole models (see the module doc)
+    op_scale: dict = field(default_factory=dict)  # hidden size -> calibration of its op costs (module doc)
 
     metric = "latency"
 
@@ -51,6 +52,7 @@ class LatencyTable(CostModel):
         # JSON keys are strings; hidden sizes are ints.
         self.base_ms = {int(h): float(v) for h, v in self.base_ms.items()}
         self.op_ms = {int(h): {code: float(v) for code, v in ops.items()} for h, ops in self.op_ms.items()}
+        self.op_scale = {int(h): float(v) for h, v in self.op_scale.items()}
 
     def _missing(self, what, hidden_size):
         return ValueError(
@@ -67,7 +69,7 @@ class LatencyTable(CostModel):
         if code == "id":
             return 0.0
         try:
-            return self.op_scale * self.op_ms[hidden_size][code]
+            return self.op_scale.get(hidden_size, 1.0) * self.op_ms[hidden_size][code]
         except KeyError:
             raise self._missing(f"op {code!r}", hidden_size) from None
 
@@ -151,16 +153,18 @@ def measure_latency_table(
 
 
 def calibrate(table, archs, repeats=20):
-    """Fit `table.op_scale` so that skeleton + scale * ops best matches measured whole models."""
-    table.op_scale = 1.0
-    ops, rest = [], []
+    """Fit `table.op_scale[H]` so that skeleton + scale * ops best matches the measured whole
+    models of hidden size H (least squares; hidden sizes without a calibration model keep 1)."""
+    table.op_scale = {}
+    sums = {}
     for arch in archs:
         measured = measure_model_latency(arch, table.device, table.batch_size, table.seq_len, table.embedding_size,
                                          table.vocab_size, repeats)
-        ops.append(table.layers_cost(arch.layers, arch.hidden_size))
-        rest.append(measured - table.base_cost(arch.hidden_size))
-    total = sum(o * o for o in ops)
-    table.op_scale = sum(o * r for o, r in zip(ops, rest)) / total if total else 1.0
+        ops = table.layers_cost(arch.layers, arch.hidden_size)
+        rest = measured - table.base_cost(arch.hidden_size)
+        products, squares = sums.get(arch.hidden_size, (0.0, 0.0))
+        sums[arch.hidden_size] = (products + ops * rest, squares + ops * ops)
+    table.op_scale = {hidden: products / squares for hidden, (products, squares) in sums.items() if squares > 0}
     return table
 
 

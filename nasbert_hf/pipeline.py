@@ -141,7 +141,7 @@ def run_latency_table(run_dir, space, teacher, seq_len, device="cpu", repeats=10
     if path.is_file():
         return LatencyTable.load(path)
     ops = sorted({code for code in space.ops if code != "id"})
-    calibration = random_architectures(list(space.ops), space.hidden_sizes, space.num_slots, 10, seed=1)
+    calibration = random_architectures(list(space.ops), space.hidden_sizes, space.num_slots, 12, seed=1)
     table = measure_latency_table(ops, space.hidden_sizes, device=device, batch_size=1, seq_len=seq_len,
                                   embedding_size=teacher.hidden_size, vocab_size=teacher.vocab_size, repeats=repeats,
                                   calibration=calibration)

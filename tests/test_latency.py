@@ -60,12 +60,13 @@ def test_unknown_device_is_named():
 def test_calibration_scales_op_costs_and_round_trips(tmp_path, table):
     from nasbert_hf.latency import calibrate
 
-    archs = random_architectures(OPS, [32, 64], 4, 3, seed=2)
+    archs = random_architectures(OPS, [32, 64], 4, 4, seed=3)
     raw = {arch: table.layers_cost(arch.layers, arch.hidden_size) for arch in archs}
     calibrated = calibrate(LatencyTable(**{**table.__dict__}), archs, repeats=2)
-    assert calibrated.op_scale > 0
+    assert set(calibrated.op_scale) == {arch.hidden_size for arch in archs}
     for arch in archs:
-        expected = table.base_ms[arch.hidden_size] + calibrated.op_scale * raw[arch]
+        assert calibrated.op_scale[arch.hidden_size] > 0
+        expected = table.base_ms[arch.hidden_size] + calibrated.op_scale[arch.hidden_size] * raw[arch]
         assert calibrated.predict(arch) == pytest.approx(expected)
     calibrated.save(tmp_path / "table.json")
     assert LatencyTable.load(tmp_path / "table.json").op_scale == calibrated.op_scale

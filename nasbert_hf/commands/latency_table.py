@@ -11,8 +11,8 @@ def add_arguments(parser):
     parser.add_argument("--embedding-size", type=int, default=384, help="Embedding width (the teacher's; default 384).")
     parser.add_argument("--vocab-size", type=int, default=30522)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--calibrate", type=int, default=10, metavar="N",
-                        help="Calibrate the table on N random whole architectures (0: skip; default 10).")
+    parser.add_argument("--calibrate", type=int, default=12, metavar="N",
+                        help="Calibrate the table on N random whole architectures (0: skip; default 12).")
     parser.add_argument("--check", type=int, default=20, metavar="N",
                         help="Report the prediction error on N random whole architectures (0: skip).")
     parser.add_argument("--out", required=True, help="JSON file to write the table to.")
@@ -32,8 +32,9 @@ def run(args):
                                   seq_len=args.seq_len, embedding_size=args.embedding_size,
                                   vocab_size=args.vocab_size, repeats=args.repeats, calibration=calibration)
     table.save(args.out)
-    print(f"Latency table ({table.device}, batch {table.batch_size}, seq {table.seq_len}, op scale "
-          f"{table.op_scale:.3f}) written to {args.out}")
+    scales = ", ".join(f"H{h}: {scale:.2f}" for h, scale in sorted(table.op_scale.items()))
+    print(f"Latency table ({table.device}, batch {table.batch_size}, seq {table.seq_len}; op scales {scales}) "
+          f"written to {args.out}")
     if args.check:
         archs = random_architectures(list(space.ops), space.hidden_sizes, space.num_slots, args.check, seed=0)
         rows, median = prediction_error(table, archs, repeats=args.repeats)
