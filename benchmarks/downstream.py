@@ -21,6 +21,7 @@ from nasbert_hf.cost import ParamsCost  # noqa: E402
 from nasbert_hf.distill import distill_exported, distilled_steps  # noqa: E402
 from nasbert_hf.export import model_metadata, save_model_folder  # noqa: E402
 from nasbert_hf.report import ReportArguments, model_folders, report  # noqa: E402
+from nasbert_hf.search import Budget  # noqa: E402
 from nasbert_hf.supernet import Supernet  # noqa: E402
 from nasbert_hf.teacher import load_teacher  # noqa: E402
 
@@ -32,7 +33,7 @@ def export_baselines(out, run_dir):
     folders = []
     for searched in model_folders(out):
         metadata = json.loads((searched / "nasbert.json").read_text())
-        budget = metadata["params_no_embeddings"]
+        budget = Budget.parse(metadata["budget"]).limit  # the same budget the search had
         shapes = uniform_within(space, budget)
         if not shapes:
             print(f"{metadata['name']}: no BERT-shaped architecture fits {budget} parameters; no baseline.")
@@ -54,8 +55,9 @@ def main():
     parser.add_argument("out_dir")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "cola"])
-    parser.add_argument("--max-train-samples", type=int, default=2000)
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-train-samples", type=int, default=4000)
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
     args = parser.parse_args()
 
     out = Path(args.out_dir)
@@ -63,11 +65,12 @@ def main():
     steps = max(distilled_steps(folder) for folder in model_folders(out))
     if steps:
         distill_exported(out / "baselines", [b.name for b in baselines], steps, corpus=run_config.get("corpus"),
-                         seq_len=run_config["seq_len"], seed=run_config["seed"], supernet_run=str(out / "supernet-run"))
+                         seq_len=run_config["seq_len"], seed=run_config["seed"], supernet_run=str(out / "supernet-run"),
+                         num_blocks=run_config["search_space"]["num_blocks"])
     print(f"Searched models and baselines distilled for {steps} steps each.\n")
     print(report(ReportArguments(out_dir=str(out), tasks=args.tasks, data_dir=args.data_dir,
                                  baselines=[str(b) for b in baselines], max_train_samples=args.max_train_samples,
-                                 epochs=args.epochs)))
+                                 epochs=args.epochs, learning_rate=args.learning_rate)))
 
 
 if __name__ == "__main__":
