@@ -289,17 +289,22 @@ def test_two_gloo_processes_agree_with_one_process(setup, finished_run, tmp_path
 
 @pytest.mark.slow
 def test_sigkill_at_any_moment_then_resume_gives_the_same_run(setup, tmp_path):
-    extra = ["--max_steps", "40", "--save_steps", "3", "--shrink_every", "7"]
+    extra = ["--max_steps", "60", "--save_steps", "3", "--shrink_every", "7"]
     reference = tmp_path / "reference"
     finish(run_recipe(command_line(setup, reference, *extra)))
     rng = random.Random(0)
     for attempt in range(2):
         killed = tmp_path / f"killed-{attempt}"
         process = run_recipe(command_line(setup, killed, *extra))
-        deadline = time.time() + 120
-        while latest_checkpoint(killed) is None and time.time() < deadline and process.poll() is None:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.6))  # somewhere in the middle of steps, saves or shrinks
+        # Kill after a random checkpoint, at a random moment after it (mid-step, mid-save or
+        # mid-shrink), whatever the machine's speed: the moment follows the run's progress, not the clock.
+        target, deadline = rng.choice(range(3, 40, 3)), time.time() + 120
+        while time.time() < deadline and process.poll() is None:
+            checkpoint = latest_checkpoint(killed)
+            if checkpoint is not None and int(checkpoint.name.split("-")[1]) >= target:
+                break
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.05))
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         assert not (killed / "candidates.json").exists(), "the run finished before it was killed"
