@@ -45,6 +45,8 @@ from tqdm.auto import tqdm
 from .blockwise import masked_sse
 from .training import (
     CHECKPOINTS,
+    LoopArguments,
+    check_at_least_one,
     LOG_FILE,
     TRAINER_STATE,
     check_global_batches,
@@ -75,7 +77,7 @@ RUN_IDENTITY = (
 
 
 @dataclass
-class DistillArguments:
+class DistillArguments(LoopArguments):
     """Arguments of `distill` (and of `recipes/distill.py`, `nasbert distill`)."""
 
     model: Optional[str] = field(default=None, metadata={"help": "Exported NasBert model folder to distil."})
@@ -114,27 +116,12 @@ class DistillArguments:
     num_blocks: Optional[int] = field(
         default=None, metadata={"help": "Matched layers (default: the search space's blocks, else a common divisor)."}
     )
-    validation_size: float = field(default=0.05, metadata={"help": "Held-out fraction (or number, if >= 1) of sequences."})
-    max_train_sequences: Optional[int] = field(default=None, metadata={"help": "Cap on training sequences."})
-    eval_batch_size: int = field(default=16, metadata={"help": "Global validation batch."})
     eval_batches: int = field(default=4, metadata={"help": "Validation batches scored before and after."})
-    save_steps: int = field(default=50, metadata={"help": "Steps between checkpoints."})
     keep_checkpoints: int = field(default=1, metadata={"help": "Checkpoints kept on disk."})
-    logging_steps: int = field(default=10, metadata={"help": "Steps between log lines."})
-    seed: int = field(default=0, metadata={"help": "Seed of everything random."})
-    resume: bool = field(default=False, metadata={"help": "Continue the run in run_dir from its last checkpoint."})
-    cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
-    cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache folder."})
-    report_to: str = field(default="jsonl", metadata={"help": "Comma-separated trackers: jsonl, tensorboard, wandb..."})
 
     def __post_init__(self):
-        if self.validation_size >= 1:
-            self.validation_size = int(self.validation_size)
-        for name in ("batch_size", "eval_batch_size", "eval_batches", "max_steps", "save_steps", "logging_steps",
-                     "seq_len", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+        super().__post_init__()
+        check_at_least_one(self, "batch_size", "max_steps", "seq_len", "keep_checkpoints")
         for name in ("hidden_weight", "mlm_kd_weight", "mlm_weight", "weight_decay", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be non-negative.")

@@ -41,6 +41,8 @@ from .shrinking import (
 from .supernet import CANDIDATES, RUN_CONFIG, SUPERNET_WEIGHTS, Supernet
 from .training import (
     CHECKPOINTS,
+    LoopArguments,
+    check_at_least_one,
     LOG_FILE,
     TRAINER_STATE,
     check_global_batches,
@@ -63,7 +65,7 @@ RUN_IDENTITY = (
 
 
 @dataclass
-class SupernetTrainingArguments:
+class SupernetTrainingArguments(LoopArguments):
     """Arguments of `train_supernet` (and of `recipes/train_supernet.py`, `nasbert supernet`)."""
 
     output_dir: Optional[str] = field(default=None, metadata={"help": "Run folder (RUN_DIR) to write."})
@@ -83,35 +85,17 @@ class SupernetTrainingArguments:
     lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Per-block gradient clipping (0: off)."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout inside the supernet ops."})
-    validation_size: float = field(
-        default=0.05, metadata={"help": "Held-out fraction (or number, if >= 1) of sequences."}
-    )
-    max_train_sequences: Optional[int] = field(default=None, metadata={"help": "Cap on training sequences."})
-    eval_batch_size: int = field(default=16, metadata={"help": "Global batch for scoring candidates."})
     eval_batches: int = field(default=2, metadata={"help": "Validation batches that score each candidate."})
     pool_size: int = field(default=96, metadata={"help": "Candidates per block at the start."})
     num_bins: int = field(default=2, metadata={"help": "Parameter-count bins per hidden size."})
     shrink_every: int = field(default=50, metadata={"help": "Steps between shrinks."})
     drop_fraction: float = field(default=0.5, metadata={"help": "Fraction of each bin dropped per shrink."})
     min_per_bin: int = field(default=2, metadata={"help": "Candidates every bin keeps."})
-    save_steps: int = field(default=50, metadata={"help": "Steps between checkpoints."})
-    keep_checkpoints: int = field(default=2, metadata={"help": "Checkpoints kept on disk."})
-    logging_steps: int = field(default=10, metadata={"help": "Steps between log lines."})
-    seed: int = field(default=0, metadata={"help": "Seed of everything random."})
-    resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir from its last checkpoint."})
-    cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
-    cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache folder."})
-    report_to: str = field(default="jsonl", metadata={"help": "Comma-separated trackers: jsonl, tensorboard, wandb..."})
 
     def __post_init__(self):
-        if self.validation_size >= 1:
-            self.validation_size = int(self.validation_size)
+        super().__post_init__()
         self.shrinking()  # validates the shrinking fields
-        positive = ("batch_size", "eval_batch_size", "eval_batches", "max_steps", "save_steps", "logging_steps", "seq_len")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be at least 1.")
+        check_at_least_one(self, "batch_size", "max_steps", "seq_len")
 
     def shrinking(self):
         return ShrinkingConfig(self.pool_size, self.num_bins, self.shrink_every, self.drop_fraction, self.min_per_bin)

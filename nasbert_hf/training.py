@@ -8,7 +8,9 @@ written into a temp folder and renamed when complete), and seeds derived from (s
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
@@ -18,6 +20,37 @@ from torch.utils.data import DataLoader
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
 LOG_FILE = "log.jsonl"
+
+
+@dataclass
+class LoopArguments:
+    """Arguments every training loop here shares: validation split, checkpoints, logging, devices.
+    `SupernetTrainingArguments` and `DistillArguments` add their own."""
+
+    validation_size: float = field(default=0.05, metadata={"help": "Held-out fraction (or number, if >= 1) of sequences."})
+    max_train_sequences: Optional[int] = field(default=None, metadata={"help": "Cap on training sequences."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Global validation batch."})
+    eval_batches: int = field(default=2, metadata={"help": "Validation batches per evaluation."})
+    save_steps: int = field(default=50, metadata={"help": "Steps between checkpoints."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Checkpoints kept on disk."})
+    logging_steps: int = field(default=10, metadata={"help": "Steps between log lines."})
+    seed: int = field(default=0, metadata={"help": "Seed of everything random."})
+    resume: bool = field(default=False, metadata={"help": "Continue the run from its last checkpoint."})
+    cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache folder."})
+    report_to: str = field(default="jsonl", metadata={"help": "Comma-separated trackers: jsonl, tensorboard, wandb..."})
+
+    def __post_init__(self):
+        if self.validation_size >= 1:
+            self.validation_size = int(self.validation_size)
+        check_at_least_one(self, "eval_batch_size", "eval_batches", "save_steps", "logging_steps")
+
+
+def check_at_least_one(args, *names):
+    for name in names:
+        if getattr(args, name) < 1:
+            raise ValueError(f"{name}={getattr(args, name)} must be at least 1.")
 
 
 class JsonLinesTracker(GeneralTracker):
