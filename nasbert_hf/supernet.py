@@ -132,14 +132,7 @@ class Supernet(nn.Module):
 
     def op_config(self, hidden_size, layers=("id",), **kwargs):
         """The `NasBertConfig` the op modules are built with (same activation, norm and dropout)."""
-        settings = {
-            "hidden_act": self.hidden_act,
-            "layer_norm_eps": self.layer_norm_eps,
-            "hidden_dropout_prob": self.dropout,
-            "attention_probs_dropout_prob": self.dropout,
-            "initializer_range": self.initializer_range,
-        }
-        return NasBertConfig(hidden_size=hidden_size, layers=list(layers), **{**settings, **kwargs})
+        return NasBertConfig(hidden_size=hidden_size, layers=list(layers), **{**self._standalone_kwargs(), **kwargs})
 
     def _init_weights(self, module):
         # BERT's initialisation, as `NasBertPreTrainedModel` gives a standalone model.
@@ -267,6 +260,7 @@ class Supernet(nn.Module):
         )
 
     def _standalone_kwargs(self):
+        """Activation, norm, dropout and init settings shared by the op modules and standalone copies."""
         return {
             "hidden_act": self.hidden_act,
             "layer_norm_eps": self.layer_norm_eps,
