@@ -72,6 +72,9 @@ class NasBertConfig(PretrainedConfig):
             with (odd) kernel K, `"id"` identity. Every op but `id` is a post-LN residual sub-layer.
         embedding_size (`int`, *optional*): width of the token embeddings; when it differs from
             `hidden_size` a linear projection maps embeddings to the hidden size. Defaults to `hidden_size`.
+        embedding_projection (`bool`, *optional*): force the embedding projection on (or off, only
+            possible when the sizes are equal). Defaults to "when `embedding_size` differs from `hidden_size`";
+            models exported from a supernet always have one (block 0 reads a projection of the embeddings).
         hidden_act (`str`, defaults to `"gelu"`): activation of `ffn` and `conv` ops and of the MLM head.
         hidden_dropout_prob, attention_probs_dropout_prob (`float`): dropout probabilities as in BERT.
         max_position_embeddings, type_vocab_size, layer_norm_eps, initializer_range, classifier_dropout:
@@ -86,6 +89,7 @@ class NasBertConfig(PretrainedConfig):
         hidden_size=768,
         layers=DEFAULT_LAYERS,
         embedding_size=None,
+        embedding_projection=None,
         hidden_act="gelu",
         hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.1,
@@ -107,6 +111,11 @@ class NasBertConfig(PretrainedConfig):
         self.hidden_size = hidden_size
         self.layers = layers
         self.embedding_size = embedding_size if embedding_size is not None else hidden_size
+        if embedding_projection is False and self.embedding_size != hidden_size:
+            raise ValueError(
+                f"embedding_projection=False needs embedding_size == hidden_size; got {self.embedding_size} and {hidden_size}."
+            )
+        self.embedding_projection = embedding_projection
         self.hidden_act = hidden_act
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
@@ -116,6 +125,13 @@ class NasBertConfig(PretrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.classifier_dropout = classifier_dropout
         self.tie_word_embeddings = tie_word_embeddings
+
+    @property
+    def has_embedding_projection(self):
+        """Whether a linear layer maps the embeddings to the hidden size."""
+        if self.embedding_projection is None:
+            return self.embedding_size != self.hidden_size
+        return bool(self.embedding_projection)
 
     @property
     def num_hidden_layers(self):

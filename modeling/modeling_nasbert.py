@@ -160,7 +160,8 @@ def build_op(code, config):
 
 class NasBertEmbeddings(nn.Module):
     """Word + position + token-type embeddings, LayerNorm and dropout, then a projection to the
-    hidden size when `embedding_size` is smaller (embeddings dominate the size of small models)."""
+    hidden size when `embedding_size` is smaller (embeddings dominate the size of small models)
+    or when the config asks for one (`embedding_projection`)."""
 
     def __init__(self, config):
         super().__init__()
@@ -170,7 +171,7 @@ class NasBertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, size)
         self.LayerNorm = nn.LayerNorm(size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.projection = nn.Linear(size, config.hidden_size) if size != config.hidden_size else None
+        self.projection = nn.Linear(size, config.hidden_size) if config.has_embedding_projection else None
 
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
         if inputs_embeds is None:

@@ -47,7 +47,7 @@ def op_flops(code, hidden, seq_len):
 def embedding_params(config):
     size = config.embedding_size
     tables = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * size
-    projection = size * config.hidden_size + config.hidden_size if size != config.hidden_size else 0
+    projection = size * config.hidden_size + config.hidden_size if config.has_embedding_projection else 0
     return tables + 2 * size + projection
 
 
@@ -69,7 +69,7 @@ def count_flops(config, seq_len=128, batch_size=1, pooler=True):
     config = _as_config(config)
     hidden = config.hidden_size
     per_sequence = sum(op_flops(code, hidden, seq_len) for code in config.layers)
-    if config.embedding_size != hidden:
+    if config.has_embedding_projection:
         per_sequence += 2 * seq_len * config.embedding_size * hidden
     if pooler:
         per_sequence += 2 * hidden * hidden

@@ -9,11 +9,13 @@ and an input of the sampled hidden width, so it runs exactly the code, on exactl
 slices, of the standalone model it exports to. Weights are never copied while training.
 
 Blocks (`SupernetBlock`) add an input projection `Linear(teacher_hidden, Hmax)` and an output
-projection `Linear(Hmax, teacher_hidden)`, used as leading slices for a sampled width H.
+projection `Linear(Hmax, teacher_hidden)`, used as leading slices for a sampled width H. With
+`block_projection="pca"` (what supernet training uses by default) they are fixed, frozen maps
+from the teacher's principal components, which makes blocks trained apart chain into whole
+models (`projections.py` says why); with `"learned"` they are trained with the block.
 """
 
 import json
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from .search_space import SearchSpace
 RUN_CONFIG = "run_config.json"
 SUPERNET_WEIGHTS = "supernet.safetensors"
 CANDIDATES = "candidates.json"
+BLOCK_PROJECTIONS = ("pca", "learned")
 
 
 @contextmanager
@@ -106,9 +109,13 @@ class Supernet(nn.Module):
         layer_norm_eps=1e-12,
         dropout=0.0,
         initializer_range=0.02,
+        block_projection="learned",
     ):
         super().__init__()
+        if block_projection not in BLOCK_PROJECTIONS:
+            raise ValueError(f"block_projection={block_projection!r}: expected one of {', '.join(BLOCK_PROJECTIONS)}.")
         self.search_space = search_space
+        self.block_projection = block_projection
         self.teacher_hidden_size = teacher_hidden_size
         self.hidden_act = hidden_act
         self.layer_norm_eps = layer_norm_eps
@@ -119,6 +126,10 @@ class Supernet(nn.Module):
             SupernetBlock(search_space, config, teacher_hidden_size) for _ in range(search_space.num_blocks)
         )
         self.apply(self._init_weights)
+        if block_projection == "pca":  # fixed maps, set by `fit_projections` (or loaded with the weights)
+            for block in self.blocks:
+                block.input_projection.requires_grad_(False)
+                block.output_projection.requires_grad_(False)
 
     def init_kwargs(self):
         """What `Supernet(search_space, **init_kwargs)` needs to rebuild this supernet (saved in the run config)."""
@@ -128,7 +139,25 @@ class Supernet(nn.Module):
             "layer_norm_eps": self.layer_norm_eps,
             "dropout": self.dropout,
             "initializer_range": self.initializer_range,
+            "block_projection": self.block_projection,
         }
+
+    @torch.no_grad()
+    def fit_projections(self, bases):
+        """Set the block projections from the teacher's principal bases at the `B + 1` block
+        boundaries (`projections.fit_boundary_bases`: components P, scales S, mean mu): block b
+        reads `S_b^-1 P_b (h - mu_b)` and its output y is mapped back by `P_{b+1}^T S_{b+1} y + mu_{b+1}`,
+        so its output space is block b+1's input space."""
+        if len(bases) != len(self.blocks) + 1:
+            raise ValueError(f"Got {len(bases)} boundary bases for {len(self.blocks)} blocks; expected {len(self.blocks) + 1}.")
+        for block, (components, scales, mean), (next_components, next_scales, next_mean) in zip(
+            self.blocks, bases[:-1], bases[1:]
+        ):
+            whiten = components / scales[:, None]
+            block.input_projection.weight.copy_(whiten)
+            block.input_projection.bias.copy_(-(whiten @ mean))
+            block.output_projection.weight.copy_(next_components.T * next_scales)
+            block.output_projection.bias.copy_(next_mean)
 
     def op_config(self, hidden_size, layers=("id",), **kwargs):
         """The `NasBertConfig` the op modules are built with (same activation, norm and dropout)."""
@@ -195,7 +224,7 @@ class Supernet(nn.Module):
         """A `NasBertForMaskedLM` of `arch` initialised from the supernet and the teacher.
 
         Embeddings are the teacher's (`embedding_size` = teacher width); `embeddings.projection`
-        is block 0's input projection, so block 0 sees what it saw in training; the op slots
+        is block 0's input projection (also at the teacher's width), so block 0 sees what it saw in training; the op slots
         carry the sliced supernet weights, chained; the MLM head's dense layer is the last
         block's output projection (composed with the teacher's MLM transform when the teacher
         has an MLM head, whose LayerNorm and bias it also takes); the decoder is tied to the
@@ -208,14 +237,7 @@ class Supernet(nn.Module):
             target = model.nasbert.embeddings
             for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"):
                 copy_leading_slices(getattr(target, name), getattr(embeddings, name))
-            if target.projection is not None:
-                copy_leading_slices(target.projection, self.blocks[0].input_projection)
-            else:
-                warnings.warn(
-                    f"{arch}: the hidden size equals the teacher's ({arch.hidden_size}), so NasBertEmbeddings has no "
-                    "projection and block 0's input projection is dropped from the export.",
-                    stacklevel=2,
-                )
+            copy_leading_slices(target.projection, self.blocks[0].input_projection)
             layers = iter(model.nasbert.encoder.layers)
             for block, block_arch in zip(self.blocks, self.search_space.split(arch)):
                 for slot, code in zip(block.slots, block_arch.layers):
@@ -251,6 +273,7 @@ class Supernet(nn.Module):
             arch.layers,
             vocab_size=teacher.vocab_size,
             embedding_size=teacher.hidden_size,
+            embedding_projection=True,  # block 0 reads its input projection of the embeddings, at any width
             max_position_embeddings=teacher_config.max_position_embeddings,
             type_vocab_size=getattr(teacher_config, "type_vocab_size", 2),
             pad_token_id=getattr(teacher_config, "pad_token_id", None) or 0,

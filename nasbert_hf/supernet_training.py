@@ -17,6 +17,7 @@ function of (seed, epoch, position) (see `data.py`), and the global RNG (dropout
 from (seed, step, process) at every step.
 """
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -38,7 +39,7 @@ from .shrinking import (
     shrink_pool,
     write_json,
 )
-from .supernet import CANDIDATES, RUN_CONFIG, SUPERNET_WEIGHTS, Supernet
+from .supernet import BLOCK_PROJECTIONS, CANDIDATES, RUN_CONFIG, SUPERNET_WEIGHTS, Supernet
 from .training import (
     CHECKPOINTS,
     LoopArguments,
@@ -60,7 +61,7 @@ from .training import (
 RUN_IDENTITY = (
     "search_space", "teacher", "corpus", "seq_len", "batch_size", "seed", "learning_rate", "weight_decay",
     "dropout", "validation_size", "max_train_sequences", "pool_size", "num_bins", "drop_fraction", "min_per_bin",
-    "shrink_every", "eval_batch_size", "eval_batches",
+    "shrink_every", "eval_batch_size", "eval_batches", "block_projection", "projection_batches",
 )
 
 
@@ -91,11 +92,25 @@ class SupernetTrainingArguments(LoopArguments):
     shrink_every: int = field(default=50, metadata={"help": "Steps between shrinks."})
     drop_fraction: float = field(default=0.5, metadata={"help": "Fraction of each bin dropped per shrink."})
     min_per_bin: int = field(default=2, metadata={"help": "Candidates every bin keeps."})
+    block_projection: str = field(
+        default="pca",
+        metadata={
+            "help": "Block projections: pca (fixed, from the teacher's principal components, so blocks chain into "
+            "whole models) or learned (trained with each block)."
+        },
+    )
+    projection_batches: int = field(
+        default=8, metadata={"help": "Training batches whose teacher states fit the pca projections."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
         self.shrinking()  # validates the shrinking fields
-        check_at_least_one(self, "batch_size", "max_steps", "seq_len")
+        check_at_least_one(self, "batch_size", "max_steps", "seq_len", "projection_batches")
+        if self.block_projection not in BLOCK_PROJECTIONS:
+            raise ValueError(
+                f"block_projection={self.block_projection!r}: expected one of {', '.join(BLOCK_PROJECTIONS)}."
+            )
 
     def shrinking(self):
         return ShrinkingConfig(self.pool_size, self.num_bins, self.shrink_every, self.drop_fraction, self.min_per_bin)
@@ -135,6 +150,7 @@ def train_supernet(args):
         hidden_act=_activation(teacher),
         layer_norm_eps=getattr(teacher.model.config, "layer_norm_eps", 1e-12),
         dropout=args.dropout,
+        block_projection=args.block_projection,
     )
     optimizer = torch.optim.AdamW(parameter_groups(supernet, args.weight_decay), lr=args.learning_rate)
     from transformers import get_scheduler
@@ -148,6 +164,8 @@ def train_supernet(args):
         accelerator.load_state(str(checkpoint))
         saved = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
         state = {"step": saved["step"], "pools": pools_from_table(saved["pools"])}
+    elif args.block_projection == "pca":
+        _fit_projections(args, accelerator, supernet, teacher, train_loader)
     if accelerator.is_main_process:
         truncate_log(run_dir / LOG_FILE, state["step"])
     accelerator.init_trackers("supernet", config={"search_space": args.search_space, "seed": args.seed})
@@ -256,6 +274,21 @@ class TrainingLoop:
 # -- setup -------------------------------------------------------------------------------------
 
 
+def _fit_projections(args, accelerator, supernet, teacher, train_loader):
+    """Fit the fixed block projections on the first `projection_batches` training batches of epoch 0
+    (moments summed over processes, so every process and any process count get the same maps)."""
+    from .projections import fit_boundary_bases
+
+    train_loader.set_epoch(0)
+    batches = itertools.islice(train_loader, args.projection_batches)
+    with accelerator.autocast():
+        bases = fit_boundary_bases(
+            teacher, batches, len(supernet.blocks), supernet.search_space.max_hidden_size,
+            reduce_sum=lambda tensor: accelerator.reduce(tensor, "sum"),
+        )
+    supernet.fit_projections(bases)
+
+
 def _activation(teacher):
     activation = getattr(teacher.model.config, "hidden_act", "gelu")
     return activation if isinstance(activation, str) else "gelu"
@@ -277,6 +310,7 @@ def _run_config(args, space, teacher, accelerator):
             "layer_norm_eps": getattr(teacher.model.config, "layer_norm_eps", 1e-12),
             "dropout": args.dropout,
             "initializer_range": 0.02,
+            "block_projection": args.block_projection,
         },
         "num_processes": accelerator.num_processes,
     }

@@ -102,10 +102,12 @@ def check_global_batches(args, num_processes):
 
 
 def parameter_groups(model, weight_decay):
-    # As in BERT pretraining: no weight decay on biases and LayerNorm weights.
+    # As in BERT pretraining: no weight decay on biases and LayerNorm weights. Frozen parameters
+    # (the supernet's fixed pca projections) are left out.
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
-        (no_decay if parameter.ndim == 1 else decay).append(parameter)
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim == 1 else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

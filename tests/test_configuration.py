@@ -54,3 +54,11 @@ def test_architecture_validates():
         Architecture(100, ("mha:3",))
     with pytest.raises(ValueError, match="Cannot parse architecture"):
         Architecture.parse("256[mha:4]")
+
+
+def test_embedding_projection_is_on_when_sizes_differ_or_when_asked():
+    assert not NasBertConfig(hidden_size=64, layers=["id"]).has_embedding_projection
+    assert NasBertConfig(hidden_size=64, embedding_size=32, layers=["id"]).has_embedding_projection
+    assert NasBertConfig(hidden_size=64, embedding_projection=True, layers=["id"]).has_embedding_projection
+    with pytest.raises(ValueError, match="embedding_projection=False needs embedding_size == hidden_size"):
+        NasBertConfig(hidden_size=64, embedding_size=32, embedding_projection=False, layers=["id"])

@@ -8,6 +8,7 @@ CONFIGS = [
     dict(hidden_size=64, layers=["mha:4", "ffn:128"]),
     dict(hidden_size=96, embedding_size=32, layers=["conv:3", "id", "mha:3", "conv:7", "ffn:50"]),
     dict(hidden_size=128, layers=["id", "conv:5"]),
+    dict(hidden_size=48, embedding_projection=True, layers=["mha:2", "ffn:64"]),
 ]
 
 

@@ -204,14 +204,20 @@ def test_export_equals_the_chained_supernet_path(tmp_path, mlm, teacher_dir, mlm
         torch.testing.assert_close(reloaded(input_ids, attention_mask=attention_mask).logits, output.logits)
 
 
-def test_export_at_the_teachers_width_warns_that_the_input_projection_is_dropped(teacher_dir):
+def test_export_at_the_teachers_width_keeps_block_0s_input_projection(teacher_dir):
     from nasbert_hf.teacher import load_teacher
 
     teacher = load_teacher(teacher_dir)
-    supernet = trained_like_supernet(teacher_hidden=teacher.hidden_size)
-    with pytest.warns(UserWarning, match="equals the teacher's \\(32\\).*input projection is dropped"):
-        model = supernet.export(Architecture(32, ("mha:4",) * 6), teacher)
-    assert model.nasbert.embeddings.projection is None
+    space = SearchSpace([16, 32], SPACE.ops, 6, 2)
+    supernet = trained_like_supernet(space, teacher_hidden=teacher.hidden_size)
+    arch = Architecture(32, ("mha:4", "ffn:64") * 3)
+    model = supernet.export(arch, teacher).eval()
+    assert model.config.embedding_size == model.config.hidden_size == 32 and model.config.embedding_projection
+    input_ids, attention_mask = random_inputs(teacher.vocab_size, batch=2, length=9)
+    with torch.no_grad():
+        states = teacher.block_states(input_ids, attention_mask, space.num_blocks)
+        output = model(input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        torch.testing.assert_close(output.hidden_states[-1], supernet.encode(arch, states[0], attention_mask), rtol=1e-5, atol=1e-5)
 
 
 def test_evaluate_architecture_is_the_chained_validation_loss(teacher_dir):

@@ -1,4 +1,5 @@
 import gzip
+import itertools
 import json
 import os
 import random
@@ -139,6 +140,19 @@ def test_finished_run_loads_and_assembles_whole_architectures(setup, finished_ru
     assert model.config.layers == list(arch.layers)
 
 
+def test_pca_projections_are_fitted_once_and_kept_through_training(setup, finished_run):
+    """The default run's block projections are the teacher's principal bases of the first
+    training batches, frozen: after training, reading back what a block writes is still exact."""
+    from nasbert_hf.modeling.modeling_nasbert import sliced_linear
+
+    supernet, space, config = Supernet.from_run(finished_run)
+    assert config["supernet"]["block_projection"] == "pca" and supernet.block_projection == "pca"
+    assert not any(p.requires_grad for block in supernet.blocks for p in block.input_projection.parameters())
+    student = torch.randn(5, 24)
+    written = sliced_linear(student, supernet.blocks[0].output_projection)
+    torch.testing.assert_close(sliced_linear(written, supernet.blocks[1].input_projection, 24), student, rtol=0, atol=1e-3)
+
+
 def test_resume_from_a_checkpoint_gives_the_same_supernet(setup, finished_run, tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(finished_run, resumed)
@@ -182,7 +196,8 @@ def test_bad_inputs_give_clear_errors(setup, tmp_path):
         SupernetTrainingArguments.from_config(str(bad))
 
 
-def test_a_few_steps_lower_every_blocks_loss_on_real_text(tmp_path):
+@pytest.mark.parametrize("block_projection", ["pca", "learned"])
+def test_a_few_steps_lower_every_blocks_loss_on_real_text(tmp_path, block_projection):
     """The default teacher (all-MiniLM-L6-v2) on real Wikipedia text, the tiny preset."""
     from accelerate import Accelerator
 
@@ -197,7 +212,12 @@ def test_a_few_steps_lower_every_blocks_loss_on_real_text(tmp_path):
     splits = build_mlm_datasets(str(corpus), teacher.tokenizer, seq_len=32, validation_size=8, cache_dir=str(tmp_path / "cache"))
     train = mlm_dataloader(splits["train"], teacher.tokenizer, batch_size=8, seed=0)
     validation = next(iter(mlm_dataloader(splits["validation"], teacher.tokenizer, batch_size=8, shuffle=False)))
-    supernet = Supernet(space, teacher.hidden_size)
+    supernet = Supernet(space, teacher.hidden_size, block_projection=block_projection)
+    if block_projection == "pca":
+        from nasbert_hf.projections import fit_boundary_bases
+
+        bases = fit_boundary_bases(teacher, itertools.islice(train, 4), space.num_blocks, space.max_hidden_size)
+        supernet.fit_projections(bases)
     pools = initial_pools(space, ShrinkingConfig(pool_size=3), seq_len=32, seed=0)
     states = teacher.block_states(validation["input_ids"], validation["attention_mask"], space.num_blocks)
 
@@ -208,7 +228,9 @@ def test_a_few_steps_lower_every_blocks_loss_on_real_text(tmp_path):
         return torch.tensor(losses)
 
     before = block_losses()
-    optimizer = torch.optim.AdamW(supernet.parameters(), lr=1e-3)
+    # The tiny preset's rate for pca projections; learned projections were tuned at 1e-3.
+    learning_rate = 6e-3 if block_projection == "pca" else 1e-3
+    optimizer = torch.optim.AdamW([p for p in supernet.parameters() if p.requires_grad], lr=learning_rate)
     accelerator = Accelerator(cpu=True)
     for step, batch in zip(range(12), train):
         distillation_step(accelerator, supernet, teacher, batch, optimizer, block_archs=sample_block_archs(pools, 0, step))
