@@ -246,7 +246,7 @@ def test_command_line_and_recipe_arguments(setup, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["supernet", "--help"])
     help_text = capsys.readouterr().out
-    for flag in ("--teacher", "--corpus", "--config", "--out", "--resume", "--max-steps", "--batch-size"):
+    for flag in ("--teacher", "--corpus", "--config", "--out", "--resume", "--max-steps", "--batch-size", "--block-projection"):
         assert flag in help_text
     code = main(["supernet", "--config", setup["space"], "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "missing")])
     assert code == 2
@@ -260,7 +260,9 @@ def test_command_line_and_recipe_arguments(setup, tmp_path, capsys):
     args = parse_arguments([setup["space"], "--output_dir", "out", "--max_steps", "3"])
     assert (args.max_steps, args.pool_size, args.seq_len, args.search_space) == (3, 16, 32, setup["space"])
     args = parse_arguments(["--search_space", "tiny", "--output_dir", "out"])
-    assert args.max_steps == 200 and args.search_space == "tiny"
+    assert args.max_steps == 200 and args.search_space == "tiny" and args.block_projection == "pca"
+    with pytest.raises(ValueError, match="block_projection='random'"):
+        parse_arguments(["--search_space", "tiny", "--output_dir", "out", "--block_projection", "random"])
 
 
 def test_command_line_trains(setup, tmp_path):
