@@ -254,7 +254,8 @@ def init_projections(student, supernet_run=None):
     """Start the projections where the search left them; returns where they came from.
 
     From a supernet run: block k's output projection (leading columns for the student's width),
-    which was trained to map exactly this block's output onto the teacher's boundary k. Else
+    which maps exactly this block's output onto the teacher's boundary k (the fixed
+    principal-component map of a `pca` run, or the one trained with the block). Else
     from the MLM head's dense layer when it maps the student's width to the teacher's (the
     export puts the last block's output projection there). Else the default initialisation.
     """
