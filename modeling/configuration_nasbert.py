@@ -113,7 +113,8 @@ class NasBertConfig(PretrainedConfig):
         self.embedding_size = embedding_size if embedding_size is not None else hidden_size
         if embedding_projection is False and self.embedding_size != hidden_size:
             raise ValueError(
-                f"embedding_projection=False needs embedding_size == hidden_size; got {self.embedding_size} and {hidden_size}."
+                "embedding_projection=False needs embedding_size == hidden_size; "
+                f"got {self.embedding_size} and {hidden_size}."
             )
         self.embedding_projection = embedding_projection
         self.hidden_act = hidden_act

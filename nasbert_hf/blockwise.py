@@ -6,8 +6,9 @@ of the block) and its target (the teacher's hidden states at its end). Student b
 the input, through an input projection (teacher width -> student width), its op slots and an
 output projection (student width -> teacher width), onto the target; the loss is the MSE over
 real tokens. (The supernet's projections are fixed principal-component maps by default, see
-`projections.py`; here they are whatever the caller loads.) Blocks share no parameters and no activations, so all B train in the
-same step and independently of each other: the loss of one never reaches another.
+`projections.py`; here they are whatever the caller loads.) Blocks share no parameters and no
+activations, so all B train in the same step and independently of each other: the loss of
+one never reaches another.
 
 `BlockwiseStudent` is a fixed architecture built from plain `NasBertEncoder` modules; the
 supernet's sampled path computes exactly what it computes (tests), and the benchmark uses it

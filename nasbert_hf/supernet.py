@@ -35,6 +35,11 @@ CANDIDATES = "candidates.json"
 BLOCK_PROJECTIONS = ("pca", "learned")
 
 
+def check_block_projection(value):
+    if value not in BLOCK_PROJECTIONS:
+        raise ValueError(f"block_projection={value!r}: expected one of {', '.join(BLOCK_PROJECTIONS)}.")
+
+
 @contextmanager
 def sampled(module, **attributes):
     """Run `module` with some attributes (`num_heads`, `inner_size`) set, and restore them after."""
@@ -112,8 +117,7 @@ class Supernet(nn.Module):
         block_projection="learned",
     ):
         super().__init__()
-        if block_projection not in BLOCK_PROJECTIONS:
-            raise ValueError(f"block_projection={block_projection!r}: expected one of {', '.join(BLOCK_PROJECTIONS)}.")
+        check_block_projection(block_projection)
         self.search_space = search_space
         self.block_projection = block_projection
         self.teacher_hidden_size = teacher_hidden_size
@@ -149,7 +153,9 @@ class Supernet(nn.Module):
         reads `S_b^-1 P_b (h - mu_b)` and its output y is mapped back by `P_{b+1}^T S_{b+1} y + mu_{b+1}`,
         so its output space is block b+1's input space."""
         if len(bases) != len(self.blocks) + 1:
-            raise ValueError(f"Got {len(bases)} boundary bases for {len(self.blocks)} blocks; expected {len(self.blocks) + 1}.")
+            raise ValueError(
+                f"Got {len(bases)} boundary bases for {len(self.blocks)} blocks; expected {len(self.blocks) + 1}."
+            )
         for block, (components, scales, mean), (next_components, next_scales, next_mean) in zip(
             self.blocks, bases[:-1], bases[1:]
         ):
@@ -224,8 +230,8 @@ class Supernet(nn.Module):
         """A `NasBertForMaskedLM` of `arch` initialised from the supernet and the teacher.
 
         Embeddings are the teacher's (`embedding_size` = teacher width); `embeddings.projection`
-        is block 0's input projection (also at the teacher's width), so block 0 sees what it saw in training; the op slots
-        carry the sliced supernet weights, chained; the MLM head's dense layer is the last
+        is block 0's input projection (also at the teacher's width), so block 0 sees what it saw
+        in training; the op slots carry the sliced supernet weights, chained; the MLM head's dense layer is the last
         block's output projection (composed with the teacher's MLM transform when the teacher
         has an MLM head, whose LayerNorm and bias it also takes); the decoder is tied to the
         word embeddings.

@@ -39,7 +39,7 @@ from .shrinking import (
     shrink_pool,
     write_json,
 )
-from .supernet import BLOCK_PROJECTIONS, CANDIDATES, RUN_CONFIG, SUPERNET_WEIGHTS, Supernet
+from .supernet import CANDIDATES, RUN_CONFIG, SUPERNET_WEIGHTS, Supernet, check_block_projection
 from .training import (
     CHECKPOINTS,
     LoopArguments,
@@ -107,10 +107,7 @@ class SupernetTrainingArguments(LoopArguments):
         super().__post_init__()
         self.shrinking()  # validates the shrinking fields
         check_at_least_one(self, "batch_size", "max_steps", "seq_len", "projection_batches")
-        if self.block_projection not in BLOCK_PROJECTIONS:
-            raise ValueError(
-                f"block_projection={self.block_projection!r}: expected one of {', '.join(BLOCK_PROJECTIONS)}."
-            )
+        check_block_projection(self.block_projection)
 
     def shrinking(self):
         return ShrinkingConfig(self.pool_size, self.num_bins, self.shrink_every, self.drop_fraction, self.min_per_bin)
