@@ -30,7 +30,9 @@ uniformly random token 10%, and stays unchanged 10%; `labels` holds the original
 positions and -100 elsewhere.
 """
 
+import codecs
 import glob
+import gzip
 import json
 import os
 from dataclasses import dataclass
@@ -46,6 +48,8 @@ from torch.utils.data import DataLoader, Sampler
 DEFAULT_CORPUS = str(Path(__file__).resolve().parent / "data" / "wiki-sample.txt.gz")
 
 TEXT_SUFFIXES = (".txt", ".txt.gz")
+# Bytes of each corpus file checked for text before `datasets` reads it.
+PROBE_BYTES = 1 << 20
 GLOB_CHARACTERS = set("*?[")
 COLUMNS = ["input_ids", "attention_mask", "token_type_ids"]
 # Bump when the tokenise/pack steps change, so that stale cache files are not reused.
@@ -79,7 +83,16 @@ def read_corpus(corpus, cache_dir=None) -> datasets.Dataset:
     if len(items) == 1 and _is_hub_name(items[0]):
         return _read_hub_dataset(str(items[0]), cache_dir)
     files = [file for item in items for file in _corpus_files(item)]
-    dataset = datasets.load_dataset("text", data_files=files, split="train", cache_dir=cache_dir)
+    # Checked before `datasets` is called: it fails on an empty or undecodable file with a
+    # generation traceback that does not say which file.
+    if not any([_check_text_file(file) for file in files]):
+        raise ValueError(f"corpus {_describe(corpus)} holds no text (its files are empty)")
+    try:
+        dataset = datasets.load_dataset("text", data_files=files, split="train", cache_dir=cache_dir)
+    except datasets.exceptions.DatasetGenerationError as error:
+        if isinstance(error.__cause__, UnicodeDecodeError):  # past the bytes `_check_text_file` reads
+            raise ValueError(f"corpus {_describe(corpus)} is not UTF-8 text ({error.__cause__})") from error
+        raise
     dataset = dataset.filter(_is_not_blank, batched=True, desc="Dropping blank lines")
     if len(dataset) == 0:
         raise ValueError(f"corpus {_describe(corpus)} holds no text (only empty or blank lines)")
@@ -105,6 +118,28 @@ def _corpus_files(item) -> list[str]:
             raise FileNotFoundError(f"corpus glob {text!r} matches no file")
         return files
     raise FileNotFoundError(f"corpus file {text!r} does not exist (expected a .txt/.txt.gz file, folder or glob)")
+
+
+def _check_text_file(path) -> bool:
+    """Whether the file holds any bytes (after gunzip); `ValueError` naming it when it is not UTF-8
+    text: binary (NUL bytes), undecodable, or a `.gz` that is not gzip. The first `PROBE_BYTES` are
+    checked, so that a large corpus is not read twice."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(PROBE_BYTES)
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"corpus file {str(path)!r} is not a readable gzip file ({error})") from error
+    if b"\0" in head:
+        raise ValueError(f"corpus file {str(path)!r} is binary, not text (it holds NUL bytes)")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < PROBE_BYTES)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"corpus file {str(path)!r} is not UTF-8 text (byte {error.start}: {head[error.start:error.start + 1]!r}); "
+            "convert it first, e.g. `iconv -f latin1 -t utf-8`"
+        ) from error
+    return bool(head)
 
 
 def _is_hub_name(item) -> bool:

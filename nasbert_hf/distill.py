@@ -29,9 +29,10 @@ the same model.
 import json
 import logging
 import math
+import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -48,10 +49,12 @@ from .training import (
     LoopArguments,
     check_at_least_one,
     LOG_FILE,
-    TRAINER_STATE,
     check_global_batches,
+    check_model_weights,
+    check_optimizer_arguments,
     derive_seed,
     latest_checkpoint,
+    load_checkpoint,
     make_accelerator,
     mlm_dataloaders,
     parameter_groups,
@@ -121,9 +124,10 @@ class DistillArguments(LoopArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        check_at_least_one(self, "batch_size", "max_steps", "seq_len", "keep_checkpoints")
-        for name in ("hidden_weight", "mlm_kd_weight", "mlm_weight", "weight_decay", "warmup_steps"):
-            if getattr(self, name) < 0:
+        check_at_least_one(self, "batch_size", "max_steps", "seq_len")
+        check_optimizer_arguments(self)
+        for name in ("hidden_weight", "mlm_kd_weight", "mlm_weight"):
+            if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be non-negative.")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
@@ -313,15 +317,29 @@ def load_student(model_dir, dropout=None):
             "or a BERT turned into one with `nasbert convert`)."
         )
     model_dir = check_model_dir(model_dir)
+    check_model_weights(model_dir)
     metadata_path = model_dir / METADATA_FILE
     metadata = json.loads(metadata_path.read_text(encoding="utf-8")) if metadata_path.is_file() else None
     if dropout is None:
-        return NasBertForMaskedLM.from_pretrained(model_dir), metadata
+        return _check_materialised(NasBertForMaskedLM.from_pretrained(model_dir), model_dir), metadata
     model = NasBertForMaskedLM.from_pretrained(model_dir, **{name: dropout for name in DROPOUT_FIELDS})
     saved = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     for name in DROPOUT_FIELDS:
         setattr(model.config, name, saved.get(name, getattr(model.config, name)))
-    return model, metadata
+    return _check_materialised(model, model_dir), metadata
+
+
+def _check_materialised(model, model_dir):
+    """Refuse a model with parameters left on the meta device: loading a folder without an MLM
+    head (a bare `NasBertModel`) as `NasBertForMaskedLM` leaves the tied decoder bias there, and
+    the first forward pass would fail far from the cause."""
+    missing = [name for name, parameter in model.named_parameters() if parameter.is_meta]
+    if missing:
+        raise ValueError(
+            f"{model_dir} has no weights for {', '.join(missing)}: distillation needs a model with its MLM head "
+            "(an export of `nasbert search`, or `nasbert convert` of the BERT, which adds one)."
+        )
+    return model
 
 
 def check_compatible(model, teacher, seq_len):
@@ -343,14 +361,14 @@ def check_compatible(model, teacher, seq_len):
 
 def distill(args):
     """Distil `args.model` against the teacher on the corpus; returns the distilled model folder."""
-    from .teacher import DEFAULT_TEACHER, load_teacher
+    from .teacher import load_teacher
 
     if not args.model:
         raise ValueError("model is required: the exported model folder to distil (e.g. nasbert-out/nasbert-5M).")
     output_dir, run_dir = args.resolved_output_dir(), args.resolved_run_dir()
     model, metadata = load_student(args.model, args.dropout)
     accelerator = make_accelerator(args, run_dir)
-    teacher = load_teacher(args.teacher or (metadata or {}).get("teacher") or DEFAULT_TEACHER, device=accelerator.device)
+    teacher = load_teacher(args.teacher or (metadata or {}).get("teacher"), device=accelerator.device)  # None: the default
     check_compatible(model, teacher, args.seq_len)
     check_global_batches(args, accelerator.num_processes)
     set_seed(args.seed)  # the same projections on every process
@@ -368,8 +386,7 @@ def distill(args):
                             run_dir, matching["num_blocks"])
     state = {"step": 0}
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state["step"] = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))["step"]
+        state["step"] = load_checkpoint(accelerator, checkpoint)["step"]
     if accelerator.is_main_process:
         truncate_log(run_dir / LOG_FILE, state["step"])
     accelerator.init_trackers("distill", config={"model": str(args.model), "seed": args.seed})
@@ -542,11 +559,19 @@ def _quiet_tied_weights():
 # -- setup and outputs ---------------------------------------------------------------------------
 
 
+# Identity paths stored relative to the run folder: a run folder moved or copied together with the
+# model and the supernet run (as `nasbert compress` lays them out) still resumes.
+RELATIVE_PATHS = ("model", "supernet_run")
+
+
 def _run_config(args, teacher, model, matching, accelerator):
     from .architecture import Architecture
 
     identity = asdict(args)
-    identity["model"] = str(Path(args.model).resolve())
+    run_dir = args.resolved_run_dir()
+    for name in RELATIVE_PATHS:
+        if identity[name] is not None:
+            identity[name] = os.path.relpath(Path(identity[name]).resolve(), run_dir.resolve())
     identity["teacher"] = teacher.name
     return {
         "architecture": str(Architecture.from_config(model.config)),
@@ -570,9 +595,14 @@ def _check_run_dir(args, run_dir, run_config, accelerator):
                 "choose another --run-dir."
             )
         saved = json.loads(config_path.read_text(encoding="utf-8"))
+        if saved.get("architecture") != run_config["architecture"]:
+            raise ValueError(
+                f"--resume: the run distils {saved.get('architecture')}, {args.model} is {run_config['architecture']}; "
+                "resume with the run's model (or use another --run-dir)."
+            )
         saved_args, current_args = saved.get("training", {}), run_config["training"]
         for name in RUN_IDENTITY:
-            if saved_args.get(name) != current_args[name]:
+            if not _same_value(name, saved_args.get(name), current_args[name], run_dir):
                 raise ValueError(
                     f"--resume: the run was started with {name}={saved_args.get(name)!r}, now "
                     f"{name}={current_args[name]!r}; resume with the same value (or use another --run-dir)."
@@ -580,6 +610,21 @@ def _check_run_dir(args, run_dir, run_config, accelerator):
         checkpoint = latest_checkpoint(run_dir)
     accelerator.wait_for_everyone()
     return checkpoint
+
+
+def _same_value(name, saved, current, run_dir):
+    """Whether a saved identity value is the current one. Paths are compared by the location they
+    name, relative to the run folder (older runs stored absolute paths, which still compare); a
+    saved location that no longer exists (a run folder copied without the model) matches any, the
+    architecture check standing in for it."""
+    if name in RELATIVE_PATHS and saved is not None and current is not None:
+        location = run_dir / saved
+        return not location.exists() or location.resolve() == (run_dir / current).resolve()
+    if name == "teacher":
+        from .teacher import teacher_name
+
+        return teacher_name(saved) == teacher_name(current)
+    return saved == current
 
 
 def _write_run_config(run_dir, run_config, checkpoint, accelerator):
@@ -635,6 +680,26 @@ def _describe(losses):
 # The main job's last stage
 
 
+# Set by `distill_exported` for each model; an options dict must not set them too.
+EXPORTED_FIELDS = ("model", "output_dir", "run_dir", "max_steps", "resume")
+
+
+def check_distill_options(options):
+    """Raise `ValueError` naming the options `distill_exported` cannot take: unknown fields, the ones
+    it sets itself (the number of steps is its `steps` argument, e.g. `--distill-steps`), and bad
+    values (`DistillArguments` validation). `nasbert compress` calls it before the supernet trains."""
+    unknown = sorted(set(options) - {field.name for field in fields(DistillArguments)})
+    if unknown:
+        raise ValueError(f"Unknown distillation arguments {unknown} (valid: the fields of DistillArguments).")
+    reserved = sorted(set(options) & set(EXPORTED_FIELDS))
+    if reserved:
+        raise ValueError(
+            f"Distillation options {reserved} are set per exported model; pass the number of steps as `steps` "
+            "(a config's `distill: max_steps`, or --distill-steps)."
+        )
+    DistillArguments(**options)
+
+
 def distilled_steps(model_dir):
     """Steps the model in `model_dir` was distilled for (0 when it was not)."""
     path = Path(model_dir) / METADATA_FILE
@@ -649,6 +714,7 @@ def distill_exported(out, names, steps, **options):
     from its last checkpoint in `OUT/distill-runs/<name>/`. `options` are `DistillArguments`
     fields (corpus, seq_len, batch_size, cpu, supernet_run...).
     """
+    check_distill_options(options)
     out = Path(out)
     for name in names:
         folder = out / name

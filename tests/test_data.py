@@ -119,6 +119,42 @@ def test_empty_corpus_raises_value_error(tmp_path):
         read_corpus(path, cache_dir=str(tmp_path / "cache"))
 
 
+def _no_datasets(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("datasets.load_dataset was called")
+
+    monkeypatch.setattr(datasets, "load_dataset", fail)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.txt", b"", "holds no text"),
+        ("binary.txt", bytes(range(256)) * 4, "binary.txt' is binary, not text"),
+        ("latin.txt", "Café au lait, naïve façade.\n".encode("latin-1"), "latin.txt' is not UTF-8 text"),
+        ("broken.txt.gz", b"not gzip at all", "broken.txt.gz' is not a readable gzip file"),
+        ("empty.txt.gz", gzip.compress(b""), "holds no text"),
+    ],
+)
+def test_files_that_are_not_text_are_named_before_datasets_reads_them(tmp_path, monkeypatch, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    _no_datasets(monkeypatch)
+    with pytest.raises(ValueError, match=message) as error:
+        read_corpus(path)
+    assert name in str(error.value)
+
+
+def test_an_empty_file_beside_text_is_fine_and_a_bad_one_is_named(tmp_path, monkeypatch):
+    _write(tmp_path / "a.txt", PARAGRAPHS)
+    (tmp_path / "b.txt").write_bytes(b"")
+    assert len(read_corpus(tmp_path, cache_dir=str(tmp_path / "cache"))) == len(_expected_paragraphs(PARAGRAPHS))
+    (tmp_path / "c.txt").write_bytes(b"\xff\xfe\x00 utf-16?")
+    _no_datasets(monkeypatch)
+    with pytest.raises(ValueError, match="c.txt"):
+        read_corpus(tmp_path)
+
+
 def test_unknown_hub_dataset_raises_when_offline(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(FileNotFoundError, match="nasbert-test/no-such-corpus"):

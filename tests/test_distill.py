@@ -492,3 +492,129 @@ def test_sigkill_then_resume_gives_the_same_model(setup, tmp_path):
     assert process.returncode == 0, output
     assert "resuming from" in output
     same_weights(reference, killed)
+
+
+# -- run folders: moved, damaged, and the arguments they accept --------------------------------
+
+
+def test_a_moved_run_folder_resumes(setup, finished, tmp_path):
+    out, run_dir = finished
+    config = json.loads((run_dir / "distill_config.json").read_text())
+    assert config["training"]["model"] == os.path.join("..", "student")  # relative to the run folder
+    moved = tmp_path / "moved"
+    shutil.copytree(setup["student"], moved / "student")
+    shutil.copytree(run_dir, moved / "run")
+    resumed = moved / "model"
+    distill(arguments(setup, resumed, model=moved / "student", run_dir=str(moved / "run"), resume=True))
+    same_weights(out, resumed)
+    # A run config written before the paths were relative holds absolute ones: still read.
+    config = json.loads((moved / "run" / "distill_config.json").read_text())
+    config["training"]["model"] = str((moved / "student").resolve())
+    (moved / "run" / "distill_config.json").write_text(json.dumps(config))
+    distill(arguments(setup, moved / "again", model=moved / "student", run_dir=str(moved / "run"), resume=True))
+    other = moved / "other-student"
+    export_student(other, setup["teacher"], seed=1)  # same architecture, other weights
+    with pytest.raises(ValueError, match="started with model="):
+        distill(arguments(setup, moved / "other", model=other, run_dir=str(moved / "run"), resume=True))
+    deeper = export_student(moved / "deeper", setup["teacher"], arch=Architecture.parse("H24[mha:4,ffn:64,id,id]"))
+    with pytest.raises(ValueError, match=r"the run distils E32:H24\[mha:4,ffn:64,conv:3,ffn:32\]"):
+        distill(arguments(setup, moved / "other", model=deeper, run_dir=str(moved / "run"), resume=True))
+
+
+def test_resume_skips_a_checkpoint_without_trainer_state_and_replaces_it(setup, finished, tmp_path, caplog):
+    from nasbert_hf.training import checkpoint_problem
+
+    out, run_dir = finished
+    resumed_run = tmp_path / "run"
+    shutil.copytree(run_dir, resumed_run)
+    newest = resumed_run / "checkpoints" / "step-00000006"
+    (newest / "trainer_state.json").unlink()
+    with caplog.at_level("WARNING", logger="nasbert_hf.training"):
+        assert latest_checkpoint(resumed_run).name == "step-00000003"
+    assert "step-00000006" in caplog.text and "trainer_state.json" in caplog.text
+    resumed = tmp_path / "model"
+    # Used to restart from step 0, then fail to rename .tmp-step-N onto the non-empty step-N.
+    distill(arguments(setup, resumed, run_dir=str(resumed_run), resume=True))
+    same_weights(out, resumed)
+    assert checkpoint_problem(newest) is None
+    assert sorted(path.name for path in (resumed_run / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda folder: _truncate(next(folder.glob("model*.safetensors"))), "is truncated or not a safetensors file"),
+        (lambda folder: next(folder.glob("optimizer*.bin")).write_bytes(b"garbage"), "is truncated or not a torch archive"),
+        (lambda folder: _truncate(next(folder.glob("optimizer*.bin"))), "is truncated or not a torch archive"),
+        (lambda folder: (folder / "trainer_state.json").write_text('{"st'), "trainer_state.json is not valid JSON"),
+        (lambda folder: next(folder.glob("random_states*")).write_bytes(b""), "is empty"),
+        (lambda folder: next(folder.glob("optimizer*.bin")).unlink(), "no optimizer state"),
+    ],
+)
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(finished, tmp_path, caplog, damage, reason):
+    from nasbert_hf.training import checkpoint_problem
+
+    _, run_dir = finished
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir / "checkpoints", copy / "checkpoints")
+    newest = copy / "checkpoints" / "step-00000006"
+    assert checkpoint_problem(newest) is None
+    damage(newest)
+    assert reason in checkpoint_problem(newest)
+    with caplog.at_level("WARNING", logger="nasbert_hf.training"):
+        assert latest_checkpoint(copy).name == "step-00000003"
+    assert "step-00000006" in caplog.text and reason in caplog.text
+
+
+def test_an_unreadable_checkpoint_is_a_value_error_naming_it(tmp_path):
+    from safetensors import SafetensorError
+
+    from nasbert_hf.training import load_checkpoint
+
+    class Accelerator:
+        def load_state(self, folder):
+            raise SafetensorError("Error while deserializing header: invalid JSON in header")
+
+    with pytest.raises(ValueError, match=f"Cannot resume from checkpoint {tmp_path}: .*invalid JSON.*delete that folder"):
+        load_checkpoint(Accelerator(), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"learning_rate": -1.0}, "learning_rate=-1.0 must be a positive number"),
+        ({"learning_rate": 0.0}, "learning_rate=0.0 must be a positive number"),
+        ({"lr_scheduler_type": "foo"}, "lr_scheduler_type='foo' is not a scheduler; use one of linear, cosine"),
+        ({"lr_scheduler_type": "reduce_lr_on_plateau"}, "is not a scheduler"),
+        ({"max_grad_norm": -1.0}, "max_grad_norm=-1.0 must be non-negative"),
+        ({"warmup_steps": -1}, "warmup_steps=-1 must be non-negative"),
+        ({"keep_checkpoints": 0}, "keep_checkpoints=0 must be at least 1"),
+        ({"mixed_precision": "fp8"}, "mixed_precision='fp8' is not one of no, fp16, bf16"),
+        ({"validation_size": 0.0}, "validation_size=0.0 must be a fraction"),
+    ],
+)
+def test_arguments_are_validated_before_anything_is_written(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        DistillArguments(model="m", **overrides)
+
+
+def test_compress_passes_the_presets_distill_section_with_the_steps_apart():
+    from nasbert_hf.commands.compress import distill_settings
+    from nasbert_hf.search_space import read_config
+
+    preset = read_config("tiny")
+    steps, options = distill_settings(preset)
+    assert steps == preset["distill"]["max_steps"] and "max_steps" not in options
+    steps, options = distill_settings(preset, 1)  # --distill-steps 1 used to pass max_steps twice
+    assert steps == 1 and "max_steps" not in options and options["batch_size"] == preset["distill"]["batch_size"]
+    assert distill_settings({"search_space": {}}, None) == (0, {})
+    with pytest.raises(ValueError, match=r"Unknown distillation arguments \['batchsize'\]"):
+        distill_settings({"distill": {"batchsize": 8}}, 1)
+    with pytest.raises(ValueError, match="learning_rate=-1 must be a positive number"):
+        distill_settings({"distill": {"learning_rate": -1}}, 1)
+    with pytest.raises(ValueError, match=r"Distillation options \['max_steps'\] are set per exported model"):
+        distill_exported("out", ["m"], 1, max_steps=3)

