@@ -35,8 +35,6 @@ from .shrinking import (
     initial_pools,
     pools_from_table,
     sample_block_archs,
-    sample_embedding,
-    score_embeddings,
     score_pool,
     shrink_pool,
     write_json,
@@ -149,7 +147,14 @@ def train_supernet(args):
     _write_run_config(run_dir, run_config, space, checkpoint, accelerator)
 
     set_seed(args.seed)  # the same initial supernet on every process
-    supernet = Supernet(space, **run_config["supernet"])
+    supernet = Supernet(
+        space,
+        teacher.hidden_size,
+        hidden_act=_activation(teacher),
+        layer_norm_eps=getattr(teacher.model.config, "layer_norm_eps", 1e-12),
+        dropout=args.dropout,
+        block_projection=args.block_projection,
+    )
     optimizer = torch.optim.AdamW(parameter_groups(supernet, args.weight_decay), lr=args.learning_rate)
     from transformers import get_scheduler
 
@@ -194,12 +199,11 @@ class TrainingLoop:
         for batch in resumable_batches(accelerator, self.train_loader, state["step"], args.max_steps, args.batch_size):
             step = state["step"]
             block_archs = sample_block_archs(state["pools"], args.seed, step)
-            embedding = sample_embedding(self.supernet.embedding_candidates(), args.seed, step)
             torch.manual_seed(derive_seed(args.seed, step, accelerator.process_index))  # dropout
             self.model.train()
             losses = distillation_step(
                 accelerator, self.model, self.teacher, batch, self.optimizer, self.scheduler, block_archs,
-                args.max_grad_norm, embedding,
+                args.max_grad_norm,
             )
             window.append(losses)
             state["step"] = step = step + 1
@@ -215,8 +219,7 @@ class TrainingLoop:
 
     def _log_losses(self, window, step, progress):
         losses = self.accelerator.reduce(torch.stack(window).mean(0), "mean").tolist()
-        names = [f"block_{b}" for b in range(len(self.supernet.blocks))] + ["embedding"]
-        values = {f"loss/{name}": loss for name, loss in zip(names, losses)}
+        values = {f"loss/block_{b}": loss for b, loss in enumerate(losses)}
         values.update({"loss": sum(losses), "lr": self.scheduler.get_last_lr()[0]})
         self.accelerator.log(values, step=step)
         progress.set_postfix(loss=f"{sum(losses):.4f}")
@@ -231,9 +234,7 @@ class TrainingLoop:
         with self.accelerator.autocast():
             for block, pool in enumerate(pools):
                 score_pool(self.supernet, block, pool, eval_states, reduce)
-            embeddings = score_embeddings(self.supernet, eval_states, reduce)
         self.supernet.train()
-        return embeddings
 
     @torch.no_grad()
     def _eval_states(self):
@@ -246,7 +247,7 @@ class TrainingLoop:
                 if index >= self.args.eval_batches:
                     break
                 hidden = self.teacher.block_states(batch["input_ids"], batch["attention_mask"], num_blocks)
-                states.append((hidden, batch["attention_mask"], batch["input_ids"]))
+                states.append((hidden, batch["attention_mask"]))
         return states
 
     def _shrink(self, state):
@@ -265,11 +266,10 @@ class TrainingLoop:
         )
 
     def finish(self, state):
-        """Score the final pools (and the embedding choices) once more and write `candidates.json`
-        and `supernet.safetensors`."""
-        embeddings = self._score(state["pools"])
+        """Score the final pools once more and write `candidates.json` and `supernet.safetensors`."""
+        self._score(state["pools"])
         if self.accelerator.is_main_process:
-            write_json(self.run_dir / CANDIDATES, candidates_table(state["pools"], embeddings))
+            write_json(self.run_dir / CANDIDATES, candidates_table(state["pools"]))
             self.supernet.save(self.run_dir / SUPERNET_WEIGHTS)
         self.accelerator.wait_for_everyone()
 
@@ -286,20 +286,10 @@ def _fit_projections(args, accelerator, supernet, teacher, train_loader):
     batches = itertools.islice(train_loader, args.projection_batches)
     with accelerator.autocast():
         bases = fit_boundary_bases(
-            teacher, batches, len(supernet.blocks), supernet.projection_rows,
+            teacher, batches, len(supernet.blocks), supernet.search_space.max_hidden_size,
             reduce_sum=lambda tensor: accelerator.reduce(tensor, "sum"),
         )
     supernet.fit_projections(bases)
-    supernet.init_embeddings(teacher, bases)
-
-
-def _embedding_dimensions(space, teacher):
-    """The teacher's vocabulary and position sizes, which a searched embedding keeps."""
-    if not space.embedding_sizes:
-        return {}
-    config = teacher.model.config
-    return {"vocab_size": teacher.vocab_size, "max_position_embeddings": config.max_position_embeddings,
-            "type_vocab_size": getattr(config, "type_vocab_size", 2)}
 
 
 def _activation(teacher):
@@ -324,7 +314,6 @@ def _run_config(args, space, teacher, accelerator):
             "dropout": args.dropout,
             "initializer_range": 0.02,
             "block_projection": args.block_projection,
-            **_embedding_dimensions(space, teacher),
         },
         "num_processes": accelerator.num_processes,
     }
