@@ -24,6 +24,23 @@ def add_arguments(parser):
     parser.add_argument("--install", action="store_true", help="Also install the models in the local zoo.")
 
 
+def distill_settings(config, distill_steps=None):
+    """`(steps, options)` for `distill_exported` from a config's `distill` section: its `max_steps`
+    is the default number of steps (`--distill-steps` overrides it) and never one of the options."""
+    from ..distill import check_distill_options
+
+    section = config.get("distill") or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"The config's `distill` section must be a mapping of DistillArguments, got {section!r}.")
+    options = dict(section)
+    steps = options.pop("max_steps", 0) if distill_steps is None else distill_steps
+    options.pop("max_steps", None)
+    if steps < 0:
+        raise ValueError(f"--distill-steps={steps} must be 0 (no distillation) or more.")
+    check_distill_options(options)  # now, not after the supernet has trained
+    return steps, options
+
+
 def run(args):
     from ..pipeline import RUN_SUBDIR, SearchArguments, compress, format_summary
     from ..search_space import read_config
