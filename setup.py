@@ -11,15 +11,17 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     # `modeling/` ships as `nasbert_hf.modeling`, so no bare top-level `modeling` module is installed.
-    packages=["nasbert_hf", "nasbert_hf.commands", "nasbert_hf.modeling"],
+    packages=["nasbert_hf", "nasbert_hf.commands", "nasbert_hf.metric_modules", "nasbert_hf.modeling"],
     package_dir={"nasbert_hf": "nasbert_hf", "nasbert_hf.commands": "nasbert_hf/commands", "nasbert_hf.modeling": "modeling"},
     include_package_data=True,
-    package_data={"nasbert_hf": ["data/*", "presets/*"]},
+    # The `evaluate` metric modules are loaded by path, one folder each (glue/glue.py, ...): ship them as data.
+    package_data={"nasbert_hf": ["data/*", "presets/*"], "nasbert_hf.metric_modules": ["*/*.py"]},
     install_requires=[
         "torch>=2.1",
         "transformers>=5.0",
         "accelerate>=1.0",
         "datasets>=3.0",
+        "evaluate>=0.4",  # the GLUE/SQuAD metrics ship as evaluate modules (nasbert_hf/metric_modules)
         "safetensors>=0.4",
         "huggingface_hub>=1.0",
         "tqdm>=4.60",

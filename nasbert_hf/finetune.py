@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from . import glue, squad
-from .metrics import glue_metrics, squad_metrics
+from .metrics import load_metric
 
 # ---------------------------------------------------------------------------------------------
 # Arguments
@@ -96,17 +96,49 @@ def parse_arguments(dataclass_types, argv=None, config_file=None, overrides=None
         config_file, argv = argv[0], None  # `python recipes/run_glue.py config.yaml`
     if config_file is None and overrides is None:
         return parser.parse_args_into_dataclasses(args=argv)
-    values = {}
-    if config_file is not None:
-        text = Path(config_file).read_text(encoding="utf-8")
-        if str(config_file).endswith((".yaml", ".yml")):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
+    values = {} if config_file is None else read_config_file(config_file)
     values.update({key: value for key, value in (overrides or {}).items() if value is not None})
     return parser.parse_dict(values)
+
+
+def read_config_file(path):
+    """The argument values of a YAML or JSON config file; a malformed file raises `ValueError` naming it
+    and the position (the CLI turns ValueError into one error line, a bare YAMLError into a traceback)."""
+    if not str(path).endswith((".yaml", ".yml")):
+        values = squad.read_json(path)
+    else:
+        import yaml
+
+        try:
+            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ValueError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', None) or error}.") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config file must hold a mapping of argument names to values.")
+    return values
+
+
+def check_output_dir(output_dir, model_args):
+    """Refuse an output folder that is, holds or lies inside a folder the run reads (model, tokenizer, teacher).
+
+    Trainer saves the fine-tuned model and its config into `output_dir`: over the pretrained model it
+    would replace the weights and leave files such as `nasbert.json` describing a model that is gone.
+    """
+    output = Path(output_dir).resolve()
+    read = {"model": model_args.model_name_or_path, "tokenizer": model_args.tokenizer_name,
+            "teacher_model": model_args.teacher_model}
+    for flag, model in read.items():
+        if model is None or not Path(model).is_dir():
+            continue  # a Hub name: nothing local to overwrite
+        folder = Path(model).resolve()
+        if output == folder or folder in output.parents or output in folder.parents:
+            relation = "is" if output == folder else "lies inside" if folder in output.parents else "contains"
+            raise ValueError(
+                f"output_dir {output_dir} {relation} the {flag} folder {model}: fine-tuning saves its model, "
+                "tokenizer and checkpoints there, over or beside that one; pass an output folder outside it."
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,13 +264,15 @@ def _load_tokenizer(model_args):
 
 
 def glue_compute_metrics(task):
-    """`compute_metrics` for `Trainer`: logits -> class ids (or scores for STS-B) -> the task's metrics."""
+    """`compute_metrics` for `Trainer`: logits -> class ids (or scores for STS-B) -> the task's metrics,
+    scored by the packaged `evaluate` module `glue` (loaded once, offline)."""
     task = glue.get_task(task)
+    metric = load_metric("glue", config_name=task.name)
 
     def compute(prediction):
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         predicted = np.squeeze(logits, axis=-1) if task.is_regression else np.argmax(logits, axis=-1)
-        return glue_metrics(task.name, predicted, prediction.label_ids)
+        return metric.compute(predictions=predicted, references=prediction.label_ids)
 
     return compute
 
@@ -291,6 +325,7 @@ def run_glue(model_args, data_args, training_args):
     predict the test sets (`do_predict`, GLUE submission TSVs). Writes `eval_results.json` into
     `output_dir` and returns the evaluation metrics (`eval_<metric>`, `eval_mismatched_<metric>`, ...)."""
     task = glue.get_task(data_args.task_name)
+    check_output_dir(training_args.output_dir, model_args)
     tokenizer = _load_tokenizer(model_args)
     datasets = load_glue_datasets(task, glue_splits(task, training_args), data_args, tokenizer)
     set_seed(training_args.seed)  # before loading: the new classifier head is drawn from it
@@ -346,8 +381,9 @@ def _squad_features(examples, prepare, tokenizer, data_args):
 
 
 def evaluate_squad(trainer, examples, features, data_args):
-    """Predict every window, merge windows into one answer per question, score with the official EM/F1.
-    Returns `(metrics, predictions)`; metrics are prefixed `eval_`."""
+    """Predict every window, merge windows into one answer per question, score with the official EM/F1
+    (the packaged `evaluate` module `squad` or `squad_v2`). Returns `(metrics, predictions)`; metrics
+    are prefixed `eval_`."""
     output = trainer.predict(features.remove_columns(["example_id", "offset_mapping"]), metric_key_prefix="eval")
     start_logits, end_logits = output.predictions[:2]
     predictions, _ = squad.postprocess_qa_predictions(
@@ -356,7 +392,8 @@ def evaluate_squad(trainer, examples, features, data_args):
         version_2_with_negative=data_args.version_2_with_negative,
         null_score_diff_threshold=data_args.null_score_diff_threshold,
     )
-    scores = squad_metrics(predictions, squad.squad_references(examples))
+    metric = load_metric("squad_v2" if data_args.version_2_with_negative else "squad")
+    scores = metric.compute(**squad.squad_metric_inputs(examples, predictions))
     metrics = {f"eval_{name}": value for name, value in scores.items()}
     metrics.update(eval_samples=len(examples), eval_features=len(features))
     timings = {name: value for name, value in output.metrics.items() if name.endswith(("_runtime", "_per_second"))}
@@ -375,6 +412,7 @@ def run_squad(model_args, data_args, training_args):
     splits = [split for flag, split in (("do_train", "train"), ("do_eval", "validation")) if getattr(training_args, flag)]
     if not splits:
         raise ValueError("Nothing to do: set do_train and/or do_eval.")
+    check_output_dir(training_args.output_dir, model_args)
     raw = squad.load_squad(
         data_args.version, data_args.data_dir, data_args.train_file, data_args.validation_file, splits=splits
     )

@@ -1,15 +1,42 @@
 """Downstream metrics, computed offline with numpy: GLUE's official metric sets and SQuAD EM/F1.
 
 `evaluate.load("glue", ...)` and `evaluate.load("squad")` fetch their code from the Hub, so the
-project computes the same numbers itself. GLUE metrics are fractions in [0, 1] (-1..1 for the
-correlations), as `evaluate` returns them; SQuAD EM/F1 are percentages, as the official scripts print.
+project ships its own `evaluate` modules (`nasbert_hf/metric_modules/`), loaded by path with
+`load_metric`; they wrap the pure functions below, the one place the formulas live. GLUE metrics
+are fractions in [0, 1] (-1..1 for the correlations), as `evaluate` returns them; SQuAD EM/F1 are
+percentages, as the official scripts print.
 """
 
 import collections
 import re
 import string
+from pathlib import Path
 
 import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# The packaged `evaluate` modules
+# ---------------------------------------------------------------------------------------------
+
+METRIC_MODULES_DIR = Path(__file__).resolve().parent / "metric_modules"
+METRIC_MODULES = ("glue", "squad", "squad_v2")
+
+
+def load_metric(name, config_name=None, **kwargs):
+    """`evaluate.load` of a metric module shipped in this package (`glue`, `squad`, `squad_v2`), by path.
+
+    A path never touches the Hub, so this works offline (`load_metric("glue", config_name="sst2")`).
+    `keep_in_memory` defaults to True: otherwise `evaluate` stages predictions in a locked Arrow file
+    under `~/.cache/huggingface/metrics`, which concurrent runs of the same metric contend for.
+    Other keyword arguments go to `evaluate.load`.
+    """
+    if name not in METRIC_MODULES:
+        raise ValueError(f"Unknown metric {name!r}; the packaged metrics are {', '.join(METRIC_MODULES)}.")
+    import evaluate
+
+    kwargs.setdefault("keep_in_memory", True)
+    return evaluate.load(str(METRIC_MODULES_DIR / name), config_name=config_name, **kwargs)
+
 
 # ---------------------------------------------------------------------------------------------
 # Classification and regression metrics
@@ -60,8 +87,9 @@ def matthews_corrcoef(predictions, references):
 def pearson_corrcoef(predictions, references):
     """Pearson correlation; NaN when either side is constant (the correlation is undefined there)."""
     predictions, references = _as_arrays(predictions, references)
-    x = predictions.astype(np.float64) - predictions.mean()
-    y = references.astype(np.float64) - references.mean()
+    # Means in float64 too: a float32 mean of model scores would shift the result by its rounding.
+    x = predictions.astype(np.float64) - predictions.mean(dtype=np.float64)
+    y = references.astype(np.float64) - references.mean(dtype=np.float64)
     spread = np.sqrt((x @ x) * (y @ y))
     return float(x @ y / spread) if spread > 0 else float("nan")
 
@@ -154,6 +182,19 @@ def squad_f1(prediction, gold):
         return 0.0
     precision, recall = overlap / len(predicted_tokens), overlap / len(gold_tokens)
     return 2 * precision * recall / (precision + recall)
+
+
+def squad_records(predictions, references):
+    """`evaluate`'s SQuAD inputs (lists of `{"id", "prediction_text"}` and `{"id", "answers"}`) as the
+    dicts `squad_metrics` takes: question id -> text, question id -> gold texts."""
+    predicted = {record["id"]: record["prediction_text"] for record in predictions}
+    gold = {record["id"]: list(record["answers"]["text"]) for record in references}
+    for name, records, by_id in (("predictions", predictions, predicted), ("references", references, gold)):
+        if len(by_id) != len(records):
+            # A repeated id would silently drop a question from the scores.
+            repeated = [key for key, count in collections.Counter(r["id"] for r in records).items() if count > 1]
+            raise ValueError(f"{name} repeat question id(s) {repeated[:3]}; each question needs one record.")
+    return predicted, gold
 
 
 def squad_metrics(predictions, references):

@@ -28,6 +28,13 @@ EXAMPLE_FEATURES = Features(
         "answers": {"text": Sequence(Value("string")), "answer_start": Sequence(Value("int32"))},
     }
 )
+# Inputs of the packaged `squad` / `squad_v2` metric modules (those of the Hub's modules).
+METRIC_FEATURES = Features(
+    {
+        "predictions": {"id": Value("string"), "prediction_text": Value("string")},
+        "references": {"id": Value("string"), "answers": EXAMPLE_FEATURES["answers"]},
+    }
+)
 
 
 def _check_version(version):
@@ -37,17 +44,30 @@ def _check_version(version):
     return version
 
 
+def read_json(path):
+    """Parse a JSON file; malformed JSON or text that is not UTF-8 raises `ValueError` naming the file
+    and the position, where a bare `JSONDecodeError` names neither the file nor what was being read."""
+    try:
+        with Path(path).open(encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: invalid JSON at line {error.lineno}, column {error.colno} (char {error.pos}): {error.msg}."
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}).") from None
+
+
 def read_squad_json(path):
     """Read an official SQuAD JSON file (v1.1 or v2.0) into a `Dataset` of examples.
 
-    A question that lacks a field, or an answer whose `answer_start` does not point at its text
-    in the context, raises `ValueError` naming the file and the question id.
+    Malformed JSON, a question that lacks a field, or an answer whose `answer_start` does not point
+    at its text in the context raises `ValueError` naming the file (and the position or question id).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SQuAD file not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        document = json.load(handle)
+    document = read_json(path)
     if not isinstance(document, dict) or "data" not in document:
         raise ValueError(f"{path}: not a SQuAD file (expected a JSON object with a 'data' list).")
     rows = {name: [] for name in EXAMPLE_FEATURES}
@@ -242,3 +262,12 @@ def postprocess_qa_predictions(
 def squad_references(examples):
     """Dict question id -> gold answer texts (empty for unanswerable), as `metrics.squad_metrics` takes it."""
     return {example["id"]: list(example["answers"]["text"]) for example in examples}
+
+
+def squad_metric_inputs(examples, predictions):
+    """`predictions` (question id -> text) and the gold answers of `examples`, as the keyword arguments
+    of the packaged `squad` / `squad_v2` metrics' `compute` (the Hub modules' input format)."""
+    return {
+        "predictions": [{"id": question_id, "prediction_text": text} for question_id, text in predictions.items()],
+        "references": [{"id": example["id"], "answers": example["answers"]} for example in examples],
+    }

@@ -1,12 +1,19 @@
 import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nasbert_hf.metrics import (
+    GLUE_METRICS,
     accuracy,
     f1_score,
     glue_metrics,
+    load_metric,
     matthews_corrcoef,
     normalize_answer,
     pearson_corrcoef,
@@ -127,3 +134,144 @@ def test_squad_v2_scores_unanswerable_questions():
 def test_squad_metrics_missing_prediction_raises():
     with pytest.raises(ValueError, match="q2"):
         squad_metrics({"q1": "x"}, {"q1": ["x"], "q2": ["y"]})
+
+
+# ---------------------------------------------------------------------------------------------
+# The packaged `evaluate` modules, loaded offline
+# ---------------------------------------------------------------------------------------------
+
+GLUE_TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: the Hub switched off by its variables, and any socket connection refused."""
+    import socket
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+
+    def refuse(self, address):
+        raise OSError(f"network is off in this test (connection to {address})")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def glue_inputs(task, seed=0):
+    """Predictions and references shaped like a task's: 3 classes for MNLI, tied float scores for STS-B."""
+    rng = np.random.default_rng(seed)
+    if task == "stsb":
+        gold = rng.integers(0, 11, 300).astype(np.float32) / 2  # 0, 0.5, ..., 5: many ties
+        return (gold + rng.normal(0, 1.0, 300)).astype(np.float32), gold
+    classes = 3 if task == "mnli" else 2
+    gold = rng.integers(0, classes, 300)
+    return np.where(rng.random(300) < 0.7, gold, rng.integers(0, classes, 300)), gold
+
+
+def reference_implementation(name, predictions, references):
+    """The same metric from scikit-learn / SciPy."""
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    stats = pytest.importorskip("scipy.stats")
+    functions = {
+        "accuracy": lambda: sklearn_metrics.accuracy_score(references, predictions),
+        "f1": lambda: sklearn_metrics.f1_score(references, predictions),
+        "matthews_correlation": lambda: sklearn_metrics.matthews_corrcoef(references, predictions),
+        "pearson": lambda: stats.pearsonr(predictions.astype(np.float64), references.astype(np.float64)).statistic,
+        "spearmanr": lambda: stats.spearmanr(predictions, references).statistic,
+    }
+    return float(functions[name]())
+
+
+@pytest.mark.parametrize("task", GLUE_TASKS)
+def test_glue_module_offline_matches_metrics_and_sklearn_scipy(task, offline):
+    predictions, references = glue_inputs(task)
+    scores = load_metric("glue", config_name=task).compute(predictions=predictions, references=references)
+    assert scores == glue_metrics(task, predictions, references)  # exactly: the module wraps these functions
+    assert set(scores) == set(GLUE_METRICS[task])
+    for name, value in scores.items():
+        assert value == pytest.approx(reference_implementation(name, predictions, references), rel=1e-12, abs=1e-12)
+
+
+def test_glue_module_mnli_dev_configs_and_bad_names(offline):
+    predictions, references = glue_inputs("mnli")
+    for config in ("mnli_matched", "mnli_mismatched"):
+        scores = load_metric("glue", config_name=config).compute(predictions=predictions, references=references)
+        assert scores == {"accuracy": accuracy(predictions, references)}
+    with pytest.raises(ValueError, match="'sst5'.*cola, sst2"):
+        load_metric("glue", config_name="sst5")
+    with pytest.raises(ValueError, match="'bleu'.*glue, squad, squad_v2"):
+        load_metric("bleu")
+
+
+def squad_records_of(predictions, references):
+    """`evaluate`-format inputs for the dict-form predictions/references of the tests above."""
+    return {
+        "predictions": [{"id": key, "prediction_text": text} for key, text in predictions.items()],
+        "references": [
+            {"id": key, "answers": {"text": golds, "answer_start": [0] * len(golds)}} for key, golds in references.items()
+        ],
+    }
+
+
+def test_squad_modules_offline_match_metrics(offline):
+    references = {"q1": ["Denver Broncos", "the Broncos"], "q2": ["1990"], "q3": ["in Paris, France"]}
+    predictions = {"q1": "Broncos", "q2": "1990", "q3": "Paris"}
+    scores = load_metric("squad").compute(**squad_records_of(predictions, references))
+    assert scores == squad_metrics(predictions, references)
+    assert scores == pytest.approx({"exact_match": 200 / 3, "f1": 100 * (1 + 1 + 1 / 2) / 3})
+    # v2.0: unanswerable questions and their HasAns/NoAns splits.
+    references_v2 = {"a": ["yes"], "b": [], "c": []}
+    predictions_v2 = {"a": "yes", "b": "", "c": "something"}
+    scores_v2 = load_metric("squad_v2").compute(**squad_records_of(predictions_v2, references_v2))
+    assert scores_v2 == squad_metrics(predictions_v2, references_v2)
+    assert scores_v2["NoAns_total"] == 2 and scores_v2["NoAns_f1"] == 50.0 and scores_v2["HasAns_exact"] == 100.0
+
+
+def test_squad_modules_reject_what_they_cannot_score(offline):
+    with pytest.raises(ValueError, match=r"no gold answer, e\.g\. \['b'\].*squad_v2"):
+        load_metric("squad").compute(**squad_records_of({"a": "yes", "b": ""}, {"a": ["yes"], "b": []}))
+    inputs = squad_records_of({"a": "x", "b": "y"}, {"a": ["x"], "b": ["y"]})
+    inputs["references"][1]["id"] = "a"
+    with pytest.raises(ValueError, match=r"references repeat question id\(s\) \['a'\]"):
+        load_metric("squad_v2").compute(**inputs)
+
+
+INSTALLED_CHECK = """
+import socket, sys
+def refuse(self, address):
+    raise OSError("network is off")
+socket.socket.connect = refuse
+import nasbert_hf.metrics as metrics
+assert metrics.__file__.startswith(sys.argv[1]), metrics.__file__  # the built copy, not the checkout
+scores = metrics.load_metric("glue", config_name="mrpc").compute(predictions=[1, 0, 1], references=[1, 1, 1])
+squad = metrics.load_metric("squad_v2").compute(
+    predictions=[{"id": "a", "prediction_text": ""}], references=[{"id": "a", "answers": {"text": [], "answer_start": []}}])
+print(scores["f1"], squad["exact_match"])
+"""
+
+
+def test_installed_package_ships_the_modules_and_loads_them_offline(tmp_path):
+    """Build the package as a non-editable install would (setup.py build_py), then load the built
+    modules in a fresh process with an empty Hugging Face cache and no network."""
+    root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"
+    source.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("nasbert_hf", "modeling"):
+        shutil.copytree(root / name, source / name, ignore=ignore)
+    for name in ("setup.py", "README.md"):
+        shutil.copy(root / name, source / name)
+    built = tmp_path / "built"
+    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(built)], cwd=source,
+                   check=True, capture_output=True)
+    for module in ("glue/glue.py", "squad/squad.py", "squad_v2/squad_v2.py"):
+        assert (built / "nasbert_hf" / "metric_modules" / module).is_file(), module
+    cache = tmp_path / "hf-home"
+    env = dict(os.environ, PYTHONPATH=str(built), HF_HOME=str(cache), HF_MODULES_CACHE=str(cache / "modules"),
+               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_EVALUATE_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", INSTALLED_CHECK, str(built)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["0.8", "100.0"]
+    # No Arrow cache file was staged (evaluate leaves empty folders only): predictions stay in memory.
+    assert not [path for path in (cache / "metrics").rglob("*") if path.is_file()]

@@ -13,6 +13,7 @@ from nasbert_hf.squad import (
     prepare_train_features,
     prepare_validation_features,
     read_squad_json,
+    squad_metric_inputs,
     squad_references,
 )
 
@@ -95,6 +96,29 @@ def test_malformed_json_names_file_and_question(tmp_path):
         load_squad("2.0", data_dir=tmp_path, splits=["validation"])
     with pytest.raises(ValueError, match=r"No SQuAD file given for split\(s\) \['train'\]"):
         load_squad(validation_file=path)
+
+
+def test_invalid_json_names_file_and_position(tmp_path):
+    path = tmp_path / "dev-v1.1.json"
+    path.write_text('{"version": "1.1",\n "data": [}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"dev-v1.1.json: invalid JSON at line 2, column 11 \(char 29\)") as error:
+        load_squad("1.1", data_dir=tmp_path, splits=["validation"])
+    assert str(path) in str(error.value) and error.value.__cause__ is None  # one clear error, no chained traceback
+    path.write_bytes(b'{"version": "1.1", "data": ["caf\xe9"]}')
+    with pytest.raises(ValueError, match=r"dev-v1.1.json: not UTF-8 text \(byte 32"):
+        read_squad_json(path)
+
+
+def test_metric_inputs_score_through_the_packaged_modules(tmp_path):
+    from nasbert_hf.metrics import load_metric
+
+    examples = read_squad_json(write_json(tmp_path / "dev.json", squad_document("2.0", unanswerable=True)))
+    predictions = {"q1": "the Denver Broncos", "q2": "Stadium", "q3": "24", "q4": "February 7, 2016", "q5": ""}
+    inputs = squad_metric_inputs(examples, predictions)
+    assert inputs["references"][0] == {"id": "q1", "answers": examples[0]["answers"]}
+    scores = load_metric("squad_v2").compute(**inputs)
+    assert scores == squad_metrics(predictions, squad_references(examples))
+    assert scores["NoAns_exact"] == 100.0 and scores["HasAns_total"] == 4
 
 
 def test_windows_overlap_and_mark_answers(tokenizer, tmp_path):
