@@ -95,9 +95,11 @@ class BlockwiseStudent(nn.Module):
 
 
 def distillation_step(
-    accelerator, model, teacher, batch, optimizer, scheduler=None, block_archs=None, max_grad_norm=None
+    accelerator, model, teacher, batch, optimizer, scheduler=None, block_archs=None, max_grad_norm=None,
+    embedding=None,
 ):
-    """One block-wise distillation step; returns the detached `(B,)` block losses.
+    """One block-wise distillation step; returns the detached `(B,)` block losses (`(B + 1,)`,
+    the embedding's last, when a supernet also trains an `embedding` choice `(E, H)`).
 
     One teacher forward pass gives every block its input and target; the B losses are summed
     for one backward pass, which leaves each block with the gradient of its own loss only.
@@ -105,13 +107,15 @@ def distillation_step(
     """
     unwrapped = accelerator.unwrap_model(model)
     num_blocks = len(unwrapped.blocks)
+    extra = {} if embedding is None else {"input_ids": batch["input_ids"], "embedding": embedding}
     with accelerator.autocast():
         states = teacher.block_states(batch["input_ids"], batch["attention_mask"], num_blocks)
-        losses = model(states, batch["attention_mask"], block_archs)
+        losses = model(states, batch["attention_mask"], block_archs, **extra)
     accelerator.backward(losses.sum())
     if max_grad_norm:
         accelerator.unscale_gradients()  # once for all blocks (fp16 loss scaling), then clip each block
-        for block in unwrapped.blocks:
+        units = unwrapped.distillation_units() if hasattr(unwrapped, "distillation_units") else unwrapped.blocks
+        for block in units:
             torch.nn.utils.clip_grad_norm_(block.parameters(), max_grad_norm)
     optimizer.step()
     if scheduler is not None:

@@ -65,6 +65,11 @@ class LatencyTable(CostModel):
             raise self._missing("the model skeleton", hidden_size)
         return self.base_ms[hidden_size]
 
+    def embedding_cost(self, embedding_size, hidden_size):
+        # The skeleton (embeddings, projection to the first width, pooler) measured at the table's
+        # embedding width; a narrower embedding only shortens a lookup and a small projection.
+        return self.base_cost(hidden_size)
+
     def op_cost(self, code, hidden_size):
         if code == "id":
             return 0.0
@@ -160,7 +165,7 @@ def calibrate(table, archs, repeats=20):
     for arch in archs:
         measured = measure_model_latency(arch, table.device, table.batch_size, table.seq_len, table.embedding_size,
                                          table.vocab_size, repeats)
-        ops = table.layers_cost(arch.layers, arch.hidden_size)
+        ops = table.layers_cost(arch.layers, arch.hidden_size)  # calibration models are uniform
         rest = measured - table.base_cost(arch.hidden_size)
         products, squares = sums.get(arch.hidden_size, (0.0, 0.0))
         sums[arch.hidden_size] = (products + ops * rest, squares + ops * ops)
@@ -173,11 +178,13 @@ def _heads(code):
 
 
 def measure_model_latency(arch, device="cpu", batch_size=1, seq_len=128, embedding_size=None, vocab_size=30522, repeats=20):
-    """Measured milliseconds per forward pass of the whole model of `arch`."""
+    """Measured milliseconds per forward pass of the whole model of `arch` (at its own embedding
+    width, else `embedding_size`)."""
     _check_device(device)
     torch_device = RUNTIMES[device][1]
-    runner = model_runner(_config(arch.hidden_size, arch.layers, embedding_size, vocab_size, seq_len),
-                          torch_device, batch_size, seq_len)
+    config = arch.to_config(embedding_size=arch.embedding_size or embedding_size or arch.input_width,
+                            vocab_size=vocab_size, max_position_embeddings=max(512, seq_len))
+    runner = model_runner(config, torch_device, batch_size, seq_len)
     return time_interleaved({"model": runner}, repeats, device=torch_device)["model"] * 1e3
 
 

@@ -13,10 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from .cost import ParamsCost
 from .export import model_metadata, save_model_folder, write_json
 from .latency import LatencyTable, measure_latency_table, measure_model_latency, random_architectures
 from .search import Budget, cost_model_for, human, load_candidates, minimum_cost, search
+
+# The paper's family (NAS-BERT5, 10, 30, 60) and a 15M step, in total parameters: the default
+# budgets are those that the candidates can meet and that compress the teacher at least
+# `LADDER_MAX_FRACTION` (NAS-BERT60 is 55% of BERT-base; all-MiniLM-L6-v2's 22.7M gives 5M, 10M, 15M).
+LADDER = (5e6, 10e6, 15e6, 30e6, 60e6)
+LADDER_MAX_FRACTION = 0.7
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +36,13 @@ class SearchArguments:
     run_dir: str = field(metadata={"help": "A finished supernet run folder."})
     budgets: List[str] = field(
         default_factory=list,
-        metadata={"help": "Budgets such as params=5M, flops=2G, latency=8ms@cpu; none = three parameter budgets "
-                          "spread over the feasible range."},
+        metadata={"help": "Budgets such as params=5M (all parameters, embeddings included), body_params=3M, "
+                          "flops=2G, latency=8ms@cpu; none = the paper's sizes (5M, 10M, 15M, 20M, 30M...) that "
+                          "fit below the teacher."},
     )
     out: str = field(default="nasbert-out", metadata={"help": "Folder for the exported models."})
-    top_k: int = field(default=5, metadata={"help": "Candidates per hidden size and budget re-scored on the assembled model."})
+    top_k: int = field(default=5, metadata={"help": "Candidates per embedding size and budget re-scored on the "
+                                                          "assembled model."})
     rescore_batches: int = field(default=4, metadata={"help": "Validation batches for each re-scoring."})
     latency_repeats: int = field(default=10, metadata={"help": "Timed repetitions per latency measurement."})
     teacher: Optional[str] = field(default=None, metadata={"help": "Teacher (default: the run's teacher)."})
@@ -51,21 +58,25 @@ def is_finished(run_dir):
     return all((Path(run_dir) / name).is_file() for name in FINISHED_MARKERS)
 
 
-def compress(training_args, search_args, install=False, distill_steps=0, distill_options=None):
-    """The whole pipeline; every stage picks up where an interrupted run stopped.
+def compress(training_args, search_args, install=True, distill_steps=0, distill_options=None):
+    """The whole pipeline; every stage picks up where an interrupted run stopped, and a finished
+    run is left as it is (its exported, distilled models are never written over).
 
     With `distill_steps`, every exported model is then distilled in place for that many steps
-    (`distill.distill_exported`; `distill_options` are further `DistillArguments` fields).
+    (`distill.distill_exported`; `distill_options` are further `DistillArguments` fields). With
+    `install`, the models are put in the local zoo, so that `from_pretrained("nasbert-5M")`
+    works by bare name.
     """
     from .supernet_training import train_supernet
 
     run_dir = Path(training_args.output_dir)
+    _check_budgets_early(training_args, search_args)
     if is_finished(run_dir):
         logger.info("Supernet in %s is already trained; going straight to the search.", run_dir)
     else:
         training_args.resume = (run_dir / "run_config.json").is_file()
         train_supernet(training_args)
-    summary = search_and_export(search_args)
+    summary = exported_summary(search_args) or search_and_export(search_args)
     if distill_steps:
         from .distill import distill_exported
 
@@ -78,23 +89,83 @@ def compress(training_args, search_args, install=False, distill_steps=0, distill
         from .zoo import install as install_model
 
         for model in summary["models"]:
-            install_model(Path(search_args.out) / model["name"], overwrite=True)
+            installed = install_model(Path(search_args.out) / model["name"], overwrite=True)
+            print(f"Installed {model['name']} in the local zoo ({installed}): "
+                  f"from_pretrained({model['name']!r}) now loads it.")
     return summary
 
 
-def auto_budgets(tables, count=3):
-    """`count` parameter budgets spread between the smallest feasible model and the best model
-    overall (a larger budget cannot do better), rounded to two significant digits."""
-    cost = ParamsCost()
-    low = minimum_cost(tables, cost)
-    high = search(tables, cost, math.inf, k=1)[0].cost
-    budgets = []
-    for fraction in [(i + 1) / (count + 1) for i in range(count)]:
-        value = float(f"{low + fraction * (high - low):.2g}")
-        budget = Budget("params", max(value, low))
-        if budget not in budgets:
-            budgets.append(budget)
-    return budgets
+def exported_summary(args):
+    """The summary of an earlier search-and-export of the same budgets whose model folders are
+    all there, or None (then the search runs)."""
+    path = Path(args.out) / "summary.json"
+    if not path.is_file():
+        return None
+    import json
+
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    wanted = [str(budget) for budget in args.budgets]
+    same_budgets = not wanted or wanted == summary.get("budgets")
+    complete = all((Path(args.out) / model["name"] / "nasbert.json").is_file() for model in summary.get("models", []))
+    if same_budgets and complete and summary.get("models"):
+        logger.info("Models in %s are already exported (summary.json); keeping them.", args.out)
+        return summary
+    return None
+
+
+def _check_budgets_early(training_args, search_args):
+    """Impossible parameter/FLOP budgets fail before the supernet trains, not after."""
+    if not search_args.budgets:
+        return
+    from .search_space import load_search_space
+    from .teacher import load_teacher
+
+    teacher = load_teacher(training_args.teacher)
+    check_budgets(search_args.budgets, load_search_space(training_args.search_space), teacher, training_args.seq_len)
+
+
+def auto_budgets(tables, cost_model, teacher_params, ladder=LADDER):
+    """The paper's sizes (`LADDER`, total parameters) that the candidates can meet, up to
+    `LADDER_MAX_FRACTION` of the teacher; when none fits, one budget halfway between the smallest
+    model and the teacher."""
+    low = minimum_cost(tables, cost_model)
+    budgets = [Budget("params", size) for size in ladder if low <= size <= LADDER_MAX_FRACTION * teacher_params]
+    return budgets or [Budget("params", float(f"{(low + teacher_params) / 2:.2g}"))]
+
+
+def teacher_dimensions(teacher):
+    """What a cost model needs of the teacher: exported models keep its vocabulary and positions,
+    and models of the first design its embedding width."""
+    config = teacher.model.config
+    return {"embedding_size": teacher.hidden_size, "vocab_size": teacher.vocab_size,
+            "max_position_embeddings": config.max_position_embeddings,
+            "type_vocab_size": getattr(config, "type_vocab_size", 2)}
+
+
+def check_budgets(budgets, space, teacher, seq_len=128):
+    """Fail before any training when a parameter or FLOP budget is below the smallest model the
+    search space can make (latency budgets need a measured table, so they are checked later)."""
+    from .architecture import Architecture
+    from .search import CandidateTables, EmbeddingCandidate
+    from .shrinking import Candidate
+
+    embeddings = [EmbeddingCandidate(size, hidden, 0.0) for size in space.embedding_sizes for hidden in space.hidden_sizes]
+    for budget in budgets:
+        if budget.metric == "latency":
+            continue
+        cost_model = cost_model_for(budget, seq_len, **teacher_dimensions(teacher))
+
+        def cheapest(hidden):  # costs add up per op, so the cheapest block repeats the cheapest op
+            op = min(space.ops_for(hidden), key=lambda code: cost_model.op_cost(code, hidden))
+            return Candidate(Architecture(hidden, (op,) * space.slots_per_block), 0, 0, loss=0.0)
+
+        blocks = [[cheapest(hidden) for hidden in space.hidden_sizes]] * space.num_blocks
+        smallest = minimum_cost(CandidateTables(blocks, embeddings), cost_model)
+        if smallest > budget.limit:
+            raise ValueError(
+                f"Budget {budget} is below the smallest model this search space can make ({budget.metric} "
+                f"{smallest:g}); raise the budget or add smaller hidden or embedding sizes to the space."
+            )
 
 
 class CachedTeacher:
@@ -162,18 +233,20 @@ def search_and_export(args):
     teacher = load_teacher(args.teacher or run_config["teacher"], device=args.device)
     tables = load_candidates(run_dir / "candidates.json")
     seq_len = run_config["seq_len"]
+    dimensions = teacher_dimensions(teacher)
     latency = {"cpu": run_latency_table(run_dir, space, teacher, seq_len, repeats=args.latency_repeats)}
-    budgets = args.budgets or auto_budgets(tables)
+    params = cost_model_for(Budget("params", math.inf), seq_len, **dimensions)
+    budgets = _unique(args.budgets) or auto_budgets(tables, params, teacher.model.num_parameters())
     cached = CachedTeacher(teacher)
     batches = validation_batches(run_config, teacher, args.rescore_batches)
 
     chosen, models = [], []
     out = Path(args.out)
     for budget in budgets:
-        cost_model = cost_model_for(budget, seq_len, teacher.hidden_size, latency)
-        # Re-score the top k of *every* hidden size: summed block losses (each block fed the
-        # teacher's states through projections) rank widths differently from assembled models.
-        candidates = search(tables, cost_model, budget.limit, k=args.top_k, per_hidden_size=True)
+        cost_model = cost_model_for(budget, seq_len, latency_tables=latency, **dimensions)
+        # Re-score the top k of *every* embedding width on the assembled models: summed block
+        # losses (each block fed the teacher's states) rank whole models only approximately.
+        candidates = search(tables, cost_model, budget.limit, k=args.top_k, per_embedding_size=True)
         scored = [(evaluate_architecture(supernet, cached, r.architecture, batches), r) for r in candidates]
         loss, best = min(scored, key=lambda item: (item[0], item[1].approx_loss))
         arch = best.architecture
@@ -185,7 +258,9 @@ def search_and_export(args):
             budget=str(budget),
             latency_ms={"cpu": round(measured, 3), "cpu_predicted": round(latency["cpu"].predict(arch), 3),
                         "batch_size": 1, "seq_len": seq_len, "machine": latency["cpu"].machine},
+            block_hidden_sizes=[block.hidden_size for block in space.split(arch)],
             teacher=run_config["teacher"],
+            teacher_params=teacher.model.num_parameters(),
             corpus=run_config.get("corpus") or "embedded Wikipedia sample",
             losses={"approx_sum_of_block_losses": best.approx_loss, "assembled_validation_mse": loss},
             search={"space": run_config["search_space"], "top_k": args.top_k,
@@ -194,25 +269,41 @@ def search_and_export(args):
         )
         save_model_folder(model, teacher.tokenizer, metadata, out / budget.name)
         chosen.append((budget.name, arch, best.approx_loss))
-        models.append({key: metadata[key] for key in ("name", "architecture", "params", "params_no_embeddings",
-                                                      "flops", "budget", "latency_ms", "losses")})
+        models.append({key: metadata[key] for key in SUMMARY_FIELDS})
         logger.info("%s: %s (assembled loss %.4f)", budget.name, arch, loss)
 
-    plot_pareto(tables, chosen, {"non-embedding parameters": ParamsCost(),
+    plot_pareto(tables, chosen, {"parameters (all, embeddings included)": params,
                                  "predicted CPU latency (ms, batch 1)": latency["cpu"]}, out / "pareto.png")
-    summary = {"run_dir": str(run_dir), "teacher": run_config["teacher"], "budgets": [str(b) for b in budgets],
-               "models": models}
+    summary = {"run_dir": str(run_dir), "teacher": run_config["teacher"], "teacher_params": teacher.model.num_parameters(),
+               "budgets": [str(b) for b in budgets], "models": models}
     write_json(out / "summary.json", summary)
     return summary
 
 
+SUMMARY_FIELDS = ("name", "architecture", "params", "body_params", "embedding_size", "block_hidden_sizes", "flops",
+                  "budget", "latency_ms", "losses")
+
+
+def _unique(budgets):
+    """The budgets in order without repeats; two budgets may not share a model name."""
+    unique = list(dict.fromkeys(budgets))
+    names = {}
+    for budget in unique:
+        if budget.name in names:
+            raise ValueError(f"Budgets {names[budget.name]} and {budget} would both be saved as {budget.name}.")
+        names[budget.name] = budget
+    return unique
+
+
 def format_summary(summary):
     """A markdown table of the exported models, for the terminal and the docs."""
-    lines = ["| model | architecture | params (non-emb.) | FLOPs (seq 128) | CPU latency (ms) | assembled loss |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| model | params (all) | body params | E | hidden per block | FLOPs (seq 128) | CPU latency (ms) "
+             "| assembled loss | architecture |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m in summary["models"]:
-        lines.append(f"| {m['name']} | `{m['architecture']}` | {human(m['params_no_embeddings'])} | "
-                     f"{human(m['flops'])} | {m['latency_ms']['cpu']:.2f} | "
-                     f"{m['losses']['assembled_validation_mse']:.4f} |")
+        lines.append(f"| {m['name']} | {human(m['params'])} | {human(m['body_params'])} | {m['embedding_size']} | "
+                     f"{'/'.join(map(str, m['block_hidden_sizes']))} | {human(m['flops'])} | "
+                     f"{m['latency_ms']['cpu']:.2f} | {m['losses']['assembled_validation_mse']:.4f} | "
+                     f"`{m['architecture']}` |")
     return "\n".join(lines)
 

@@ -2,22 +2,26 @@
 
 import random
 
-from .search import assemble, hidden_sizes
+from .search import approx_loss, assemble
 
 
 def sample_models(tables, count=3000, seed=0):
-    """Up to `count` whole models drawn from the candidate tables, as `(architecture, approx_loss)`."""
+    """Up to `count` whole models drawn from the candidate tables (`search.CandidateTables`), as
+    `(architecture, approx_loss)`: an embedding choice, a block-0 candidate of its hidden size,
+    then any candidate of every other block."""
     rng = random.Random(seed)
     models = {}
-    sizes = [h for h in hidden_sizes(tables) if all(any(c.hidden_size == h for c in block) for block in tables)]
+    starts = tables.embedding_choices()
     attempts = 0
-    while sizes and len(models) < count and attempts < 20 * count:
+    while len(models) < count and attempts < 20 * count:
         attempts += 1
-        hidden = rng.choice(sizes)
-        choice = tuple(rng.choice([i for i, c in enumerate(block) if c.hidden_size == hidden]) for block in tables)
+        e_index = rng.randrange(len(starts))
+        first = [i for i, c in enumerate(tables.blocks[0]) if c.arch.hidden_size == starts[e_index][1]]
+        if not first:
+            continue
+        choice = (e_index, rng.choice(first), *(rng.randrange(len(block)) for block in tables.blocks[1:]))
         if choice not in models:
-            loss = sum(block[i].loss for block, i in zip(tables, choice))
-            models[choice] = (assemble(tables, choice, hidden), loss)
+            models[choice] = (assemble(tables, choice), approx_loss(tables, choice))
     return list(models.values())
 
 

@@ -1,7 +1,8 @@
 """Model-wise search: for each budget, the architecture minimising the summed block losses.
 
 NAS-BERT approximates a whole model's quality by the sum of its blocks' validation losses, so a
-model is one surviving candidate per block (all with the same hidden size) and the search is a
+model is one embedding choice (a width and block 0's hidden size) plus one surviving candidate
+per block (hidden sizes may differ from block to block: the link is free), and the search is a
 small knapsack. It is solved *exactly*, with no discretisation of the budget: blocks are merged
 one at a time, and a partial model is dropped only when `k` others are at least as cheap and at
 least as good, which can never remove one of the `k` best models under any budget. The top `k`
@@ -11,18 +12,21 @@ are then re-scored on the assembled models by the caller (see `nasbert_hf.pipeli
 import bisect
 import itertools
 import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from .architecture import Architecture
-from .cost import FlopsCost, ParamsCost
+from .cost import BodyParamsCost, FlopsCost, ParamsCost
 
 UNITS = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
 
 
 @dataclass(frozen=True)
 class Budget:
-    """A budget such as `params=5M`, `flops=1.5G` or `latency=8ms@cpu` (device of a latency table)."""
+    """A budget such as `params=5M` (all parameters, embeddings included, as the paper counts),
+    `body_params=3M` (the op slots only), `flops=1.5G` or `latency=8ms@cpu` (device of a latency table)."""
 
     metric: str
     limit: float
@@ -30,81 +34,145 @@ class Budget:
 
     @classmethod
     def parse(cls, text):
-        match = re.fullmatch(r"\s*(params|flops|latency)\s*=\s*([0-9.]+)\s*([kKMGBT]?)(ms)?(?:@(\S+))?\s*", text)
+        match = re.fullmatch(
+            r"\s*(params|body_params|flops|latency)\s*=\s*([0-9]*\.?[0-9]+)\s*([kKMGBT]?)(ms)?(?:@(\S+))?\s*", text
+        )
         if not match or (match.group(1) == "latency") != bool(match.group(4)):
             raise ValueError(
-                f"Cannot parse budget {text!r}: expected 'params=5M', 'flops=2G' or 'latency=10ms@DEVICE' "
-                "(DEVICE names a latency table, e.g. cpu, cuda, ort-cpu)."
+                f"Cannot parse budget {text!r}: expected 'params=5M' (all parameters), 'body_params=3M' (op slots "
+                "only), 'flops=2G' or 'latency=10ms@DEVICE' (DEVICE names a latency table, e.g. cpu, cuda, ort-cpu)."
             )
         metric, number, unit, _, device = match.groups()
         if metric == "latency" and not device:
             device = "cpu"
-        return cls(metric, float(number) * UNITS[unit], device if metric == "latency" else None)
+        limit = float(number) * UNITS[unit]
+        if limit <= 0:
+            raise ValueError(f"Budget {text!r} must be positive.")
+        return cls(metric, limit, device if metric == "latency" else None)
 
     @property
     def name(self):
-        """The exported model's name: `nasbert-5M`, `nasbert-2GFLOPs`, `nasbert-8ms-cpu`."""
+        """The exported model's name: `nasbert-5M`, `nasbert-3M-body`, `nasbert-2GFLOPs`, `nasbert-8ms-cpu`.
+
+        Names keep every digit of the limit, so two different budgets never share a folder."""
         if self.metric == "latency":
-            return f"nasbert-{self.limit:g}ms-{self.device}"
-        suffix = "FLOPs" if self.metric == "flops" else ""
-        return f"nasbert-{human(self.limit)}{suffix}"
+            return f"nasbert-{self.limit:.12g}ms-{self.device}"
+        suffix = {"flops": "FLOPs", "body_params": "-body"}.get(self.metric, "")
+        return f"nasbert-{human(self.limit, exact=True)}{suffix}"
 
     def __str__(self):
         if self.metric == "latency":
-            return f"latency={self.limit:g}ms@{self.device}"
-        return f"{self.metric}={human(self.limit)}"
+            return f"latency={self.limit:.12g}ms@{self.device}"
+        return f"{self.metric}={human(self.limit, exact=True)}"
 
 
-def human(number):
-    """`5000000 -> '5M'`, `1500000 -> '1.5M'`, `2.5e9 -> '2.5G'`."""
+def human(number, exact=False):
+    """`5000000 -> '5M'`, `1500000 -> '1.5M'`, `2.5e9 -> '2.5G'`; three significant digits, or
+    every digit with `exact` (`746367 -> '746.367K'`)."""
+    digits = ".12g" if exact else ".3g"
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if number >= scale:
-            return f"{number / scale:.3g}{unit}"
-    return f"{number:.3g}"
+            return f"{number / scale:{digits}}{unit}"
+    return f"{number:{digits}}"
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One surviving sub-architecture of one block, with its block validation loss."""
+class EmbeddingCandidate:
+    """One embedding choice: width `embedding_size` projected to block 0's `hidden_size`, with the
+    validation loss of that embedding against the teacher's embedding output."""
 
+    embedding_size: int
     hidden_size: int
-    layers: tuple
     loss: float
+
+    def to_dict(self):
+        return {"embedding_size": self.embedding_size, "hidden_size": self.hidden_size, "loss": self.loss}
 
     @classmethod
     def from_dict(cls, row):
-        return cls(int(row["hidden_size"]), tuple(row["layers"]), float(row["loss"]))
+        return cls(int(row["embedding_size"]), int(row["hidden_size"]), float(row["loss"]))
+
+
+@dataclass
+class CandidateTables:
+    """What the search chooses from: per block, the surviving candidates (`shrinking.Candidate`:
+    an architecture and its block validation loss), and the embedding candidates (empty: the
+    embedding keeps the cost model's `embedding_size`, for runs of the first design)."""
+
+    blocks: list
+    embeddings: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.blocks or not all(self.blocks):
+            raise ValueError(f"Every block needs at least one candidate, got sizes {[len(b) for b in self.blocks]}.")
+
+    def hidden_sizes(self, block=None):
+        blocks = self.blocks if block is None else [self.blocks[block]]
+        return sorted({c.arch.hidden_size for candidates in blocks for c in candidates})
+
+    def embedding_choices(self):
+        """`[(embedding_size or None, hidden_size, loss), ...]`: every way to start a model."""
+        if self.embeddings:
+            return [(e.embedding_size, e.hidden_size, e.loss) for e in self.embeddings]
+        return [(None, hidden, 0.0) for hidden in self.hidden_sizes(0)]
 
 
 def load_candidates(path):
-    """The per-block candidate tables of a supernet run (`RUN_DIR/candidates.json`)."""
-    with open(path) as handle:
-        blocks = json.load(handle)["blocks"]
-    if not blocks or not all(blocks):
-        raise ValueError(f"{path}: every block needs at least one candidate, got sizes {[len(b) for b in blocks]}.")
-    return [[Candidate.from_dict(row) for row in block] for block in blocks]
+    """The candidate tables of a supernet run (`RUN_DIR/candidates.json`)."""
+    from .shrinking import pools_from_table
+
+    path = Path(path)
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+        blocks = pools_from_table(table)
+        embeddings = [EmbeddingCandidate.from_dict(row) for row in table.get("embeddings", [])]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a candidates table: {error}") from None
+    if any(c.loss is None for block in blocks for c in block):
+        raise ValueError(f"{path}: some candidates have no validation loss; the supernet run did not finish.")
+    try:
+        return CandidateTables(blocks, embeddings)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 @dataclass(frozen=True)
 class SearchResult:
     architecture: Architecture
-    approx_loss: float  # sum of the chosen candidates' block losses
+    approx_loss: float  # the embedding's loss plus the chosen block candidates' losses
     cost: float
-    choice: tuple  # index of the chosen candidate in each block's table
+    choice: tuple  # index of the embedding choice, then of the chosen candidate in each block's table
 
 
-def _merge(partials, block, cost_model, hidden_size, room, k):
-    """Extend every partial model by every candidate of `block`; keep only those that can still be
-    among the `k` best under some budget up to `room`."""
-    extended = []
-    for loss, cost, choice in partials:
-        for index, candidate in block:
-            total = cost + cost_model.layers_cost(candidate.layers, hidden_size)
-            if total <= room:
-                extended.append((loss + candidate.loss, total, choice + (index,)))
-    extended.sort(key=lambda item: (item[1], item[0], item[2]))
+def _start(tables, cost_model, room, embedding_size=None):
+    """Partial models after block 0: an embedding choice and a block-0 candidate of its hidden size."""
+    last = len(tables.blocks) == 1
+    partials = []
+    for e_index, (size, hidden, loss) in enumerate(tables.embedding_choices()):
+        if embedding_size is not None and size != embedding_size:
+            continue
+        width = size or getattr(cost_model, "embedding_size", None) or hidden
+        base = cost_model.embedding_cost(width, hidden)
+        for index, candidate in enumerate(tables.blocks[0]):
+            if candidate.arch.hidden_size == hidden:
+                total = base + _block_cost(cost_model, candidate, last)
+                if total <= room:
+                    partials.append((loss + candidate.loss, total, (e_index, index)))
+    return _prune(partials, room, math.inf)
+
+
+def _block_cost(cost_model, candidate, last):
+    hidden = candidate.arch.hidden_size
+    return cost_model.layers_cost(candidate.arch.layers, hidden) + (cost_model.head_cost(hidden) if last else 0)
+
+
+def _prune(items, room, k):
+    """Keep only the partial models that can still be among the `k` best under some budget up to `room`."""
+    items = sorted((item for item in items if item[1] <= room), key=lambda item: (item[1], item[0], item[2]))
+    if k == math.inf:
+        return items
     kept, kept_losses = [], []
-    for item in extended:
+    for item in items:
         # Every kept item so far is at most as expensive; k of them at least as good rule this one out.
         if bisect.bisect_right(kept_losses, item[0]) < k:
             kept.append(item)
@@ -112,53 +180,70 @@ def _merge(partials, block, cost_model, hidden_size, room, k):
     return kept
 
 
-def assemble(tables, choice, hidden_size):
-    layers = tuple(code for block, index in zip(tables, choice) for code in block[index].layers)
-    return Architecture(hidden_size, layers)
+def _merge(partials, block, cost_model, room, k, last):
+    """Extend every partial model by every candidate of `block` (any hidden size: the link between
+    blocks of different widths is free), keeping those that can still be among the `k` best."""
+    costs = [_block_cost(cost_model, candidate, last) for candidate in block]
+    extended = [(loss + candidate.loss, cost + extra, choice + (index,))
+                for loss, cost, choice in partials
+                for index, (candidate, extra) in enumerate(zip(block, costs))]
+    return _prune(extended, room, k)
 
 
-def hidden_sizes(tables):
-    return sorted({c.hidden_size for block in tables for c in block})
+def assemble(tables, choice):
+    """The whole architecture of a choice `(embedding index, candidate index per block)`."""
+    size, _, _ = tables.embedding_choices()[choice[0]]
+    parts = [block[index].arch for block, index in zip(tables.blocks, choice[1:])]
+    return Architecture.join(parts, size)
+
+
+def approx_loss(tables, choice):
+    embedding_loss = tables.embedding_choices()[choice[0]][2]
+    return embedding_loss + sum(block[index].loss for block, index in zip(tables.blocks, choice[1:]))
 
 
 def minimum_cost(tables, cost_model):
-    """The cheapest whole model any combination of candidates can make (None if none can be made)."""
-    best = None
-    for hidden in hidden_sizes(tables):
-        per_block = [[cost_model.layers_cost(c.layers, hidden) for c in block if c.hidden_size == hidden] for block in tables]
-        if all(per_block):
-            cost = cost_model.base_cost(hidden) + sum(min(costs) for costs in per_block)
-            best = cost if best is None else min(best, cost)
-    return best
+    """The cheapest whole model any combination of candidates can make (blocks are independent
+    once block 0 and its embedding are chosen)."""
+    last = len(tables.blocks) - 1
+    rest = sum(min(_block_cost(cost_model, c, b == last) for c in block)
+               for b, block in enumerate(tables.blocks) if b > 0)
+    starts = _start(tables, cost_model, math.inf)
+    if not starts:
+        return None
+    return min(cost for _, cost, _ in starts) + rest
 
 
-def search(tables, cost_model, limit, k=1, per_hidden_size=False):
-    """The `k` architectures of lowest summed block loss whose cost is at most `limit`, best first;
-    with `per_hidden_size`, the `k` best of every hidden size.
+def search(tables, cost_model, limit, k=1, per_embedding_size=False):
+    """The `k` architectures of lowest approximate loss (embedding loss plus summed block losses)
+    whose cost is at most `limit`, best first; with `per_embedding_size`, the `k` best of every
+    embedding width (the assembled re-scoring then sees every width).
 
-    Raises `ValueError` naming the smallest feasible value when nothing fits.
+    Exact: partial models are merged block by block and dropped only when `k` others are at
+    least as cheap and at least as good, which can never remove one of the `k` best models under
+    any budget; hidden sizes may differ from block to block. Raises `ValueError` naming the
+    smallest feasible value when nothing fits.
     """
+    sizes = sorted({size for size, _, _ in tables.embedding_choices()}, key=lambda s: s or 0)
+    groups = sizes if per_embedding_size else [None]
     results = []
-    for hidden in hidden_sizes(tables):
-        room = limit - cost_model.base_cost(hidden)
-        blocks = [[(i, c) for i, c in enumerate(block) if c.hidden_size == hidden] for block in tables]
-        partials = [(0.0, 0.0, ())]
-        for block in blocks:
-            partials = _merge(partials, block, cost_model, hidden, room, k)
-        found = [SearchResult(assemble(tables, choice, hidden), loss, cost + cost_model.base_cost(hidden), choice)
-                 for loss, cost, choice in partials]
-        results.extend(_best(found, k) if per_hidden_size else found)
+    for size in groups:
+        partials = _prune(_start(tables, cost_model, limit, size), limit, k)
+        for b, block in enumerate(tables.blocks[1:], start=1):
+            partials = _merge(partials, block, cost_model, limit, k, b == len(tables.blocks) - 1)
+        results.extend(_best([SearchResult(assemble(tables, choice), loss, cost, choice)
+                              for loss, cost, choice in partials], k))
     if not results:
         smallest = minimum_cost(tables, cost_model)
         if smallest is None:
             raise ValueError(
-                f"No architecture fits: no hidden size has candidates in every block "
-                f"(hidden sizes per block: {[sorted({c.hidden_size for c in block}) for block in tables]})."
+                "No architecture fits: no embedding choice matches a hidden size of block 0 "
+                f"(block 0 hidden sizes {tables.hidden_sizes(0)})."
             )
         raise ValueError(
             f"No architecture fits {cost_model.metric} <= {limit:g}: the smallest feasible value is {smallest:g}."
         )
-    return _best(results, None if per_hidden_size else k)
+    return _best(results, None if per_embedding_size else k)
 
 
 def _best(results, k):
@@ -168,22 +253,28 @@ def _best(results, k):
 def brute_force_search(tables, cost_model, limit, k=1):
     """Reference for tests: enumerate every combination (exponential; tiny tables only)."""
     results = []
-    for hidden in hidden_sizes(tables):
-        blocks = [[(i, c) for i, c in enumerate(block) if c.hidden_size == hidden] for block in tables]
-        for combination in itertools.product(*blocks):
-            choice = tuple(i for i, _ in combination)
-            architecture = assemble(tables, choice, hidden)
+    for e_index, (_, hidden, _) in enumerate(tables.embedding_choices()):
+        first = [i for i, c in enumerate(tables.blocks[0]) if c.arch.hidden_size == hidden]
+        rest = [range(len(block)) for block in tables.blocks[1:]]
+        for combination in itertools.product(first, *rest):
+            choice = (e_index, *combination)
+            architecture = assemble(tables, choice)
             cost = cost_model.cost(architecture)
             if cost <= limit:
-                loss = sum(c.loss for _, c in combination)
-                results.append(SearchResult(architecture, loss, cost, choice))
+                results.append(SearchResult(architecture, approx_loss(tables, choice), cost, choice))
     return _best(results, k)
 
 
-def cost_model_for(budget, seq_len=128, embedding_size=None, latency_tables=None):
-    """The cost model a budget is measured with; latency needs a table for its device."""
+def cost_model_for(budget, seq_len=128, embedding_size=None, latency_tables=None, vocab_size=30522,
+                   max_position_embeddings=512, type_vocab_size=2):
+    """The cost model a budget is measured with; latency needs a table for its device.
+
+    `embedding_size` is the width of models that name none (the teacher's, in runs of the first
+    design); the vocabulary and position sizes are the teacher's (exported models keep them)."""
     if budget.metric == "params":
-        return ParamsCost()
+        return ParamsCost(vocab_size, max_position_embeddings, type_vocab_size, embedding_size)
+    if budget.metric == "body_params":
+        return BodyParamsCost()
     if budget.metric == "flops":
         return FlopsCost(seq_len=seq_len, embedding_size=embedding_size)
     tables = latency_tables or {}

@@ -1,14 +1,17 @@
-"""The NAS-BERT search space as data: hidden sizes, op choices, op slots and blocks.
+"""The NAS-BERT search space as data: hidden sizes, embedding sizes, op choices, op slots and blocks.
 
-An architecture of the space is one hidden size for the whole model plus one op code per
-slot; the slots are cut into `num_blocks` equal blocks, the unit of block-wise distillation.
-Every slot offers the same op choices, except that `mha:H` is only offered at hidden sizes
-that H divides (the paper pairs head counts 2/3/4/6/8 with hidden sizes 128...512, so not
-every count fits every width). A block candidate (one hidden size plus the ops of one block's
-slots) is an `Architecture` too, so the same object drives the supernet, the costs and export.
+An architecture of the space has one hidden size per block (blocks may differ, as in the
+paper), one op code per slot and, when the space lists `embedding_sizes`, one embedding width;
+the slots are cut into `num_blocks` equal blocks, the unit of block-wise distillation. Every
+slot offers the same op choices, except that `mha:H` is only offered at hidden sizes that H
+divides (the paper pairs head counts 2/3/4/6/8 with hidden sizes 128...512, so not every count
+fits every width). A block candidate (one hidden size plus the ops of one block's slots) is an
+`Architecture` too, so the same object drives the supernet, the costs and export.
+
+Without `embedding_sizes` a model keeps the teacher's embedding width (the first design).
 
 Presets live in `nasbert_hf/presets/<name>.yaml` (package data): a `search_space` section and
-an optional `training` section with the supernet-training defaults that fit the space.
+optional `training` and `distill` sections with the defaults that fit the space.
 """
 
 import itertools
@@ -27,16 +30,19 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 @dataclass(frozen=True)
 class SearchSpace:
     """`hidden_sizes` (ascending), `ops` (op codes offered in every slot), `num_slots` op slots
-    cut into `num_blocks` blocks of equal length."""
+    cut into `num_blocks` blocks of equal length, and the searched `embedding_sizes` (ascending;
+    empty: the embedding keeps the teacher's width)."""
 
     hidden_sizes: tuple
     ops: tuple
     num_slots: int
     num_blocks: int
+    embedding_sizes: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
         object.__setattr__(self, "ops", tuple(self.ops))
+        object.__setattr__(self, "embedding_sizes", tuple(self.embedding_sizes or ()))
         self._validate()
 
     def _validate(self):
@@ -44,6 +50,11 @@ class SearchSpace:
             raise ValueError(f"hidden_sizes={list(self.hidden_sizes)} must be a non-empty list of positive integers.")
         if list(self.hidden_sizes) != sorted(set(self.hidden_sizes)):
             raise ValueError(f"hidden_sizes={list(self.hidden_sizes)} must be strictly ascending, without repeats.")
+        sizes = self.embedding_sizes
+        if any(not isinstance(e, int) or e <= 0 for e in sizes) or list(sizes) != sorted(set(sizes)):
+            raise ValueError(
+                f"embedding_sizes={list(sizes)} must be strictly ascending positive integers (or empty)."
+            )
         if not self.ops or len(set(self.ops)) != len(self.ops):
             raise ValueError(f"ops={list(self.ops)} must be a non-empty list of distinct op codes.")
         for code in self.ops:
@@ -81,9 +92,13 @@ class SearchSpace:
         """The op codes a slot offers at `hidden_size` (head counts that do not divide it left out)."""
         return tuple(code for code in self.ops if _fits(code, hidden_size))
 
+    @property
+    def max_embedding_size(self):
+        return self.embedding_sizes[-1] if self.embedding_sizes else None
+
     def size(self):
-        """Exact number of whole architectures in the space."""
-        return sum(len(self.ops_for(h)) ** self.num_slots for h in self.hidden_sizes)
+        """Exact number of whole architectures in the space (a hidden size per block, an embedding width)."""
+        return self.block_size() ** self.num_blocks * max(1, len(self.embedding_sizes))
 
     def block_size(self):
         """Exact number of candidates of one block (hidden size x ops of its slots)."""
@@ -112,12 +127,25 @@ class SearchSpace:
 
     def validate(self, arch, block=None):
         """Raise `ValueError` unless `arch` belongs to the space (or is a candidate of one block)."""
-        expected = self.num_slots if block is None else self.slots_per_block
-        what = "architecture" if block is None else f"block {block} candidate"
+        if block is not None:
+            return self._validate_block(arch, block)
+        if len(arch.layers) != self.num_slots:
+            raise ValueError(f"architecture {arch}: has {len(arch.layers)} slots, the space has {self.num_slots}.")
+        for index in range(self.num_blocks):
+            self._validate_block(arch.slice(*_bounds(self.block_slots(index))), index, whole=arch)
+        if self.embedding_sizes and arch.embedding_size not in self.embedding_sizes:
+            raise ValueError(
+                f"architecture {arch}: embedding size {arch.embedding_size} is not one of {list(self.embedding_sizes)}."
+            )
+
+    def _validate_block(self, arch, block, whole=None):
+        what = f"block {block} candidate" if whole is None else f"architecture {whole}, block {block},"
+        if not arch.is_uniform:
+            raise ValueError(f"{what} {arch}: every slot of a block has the same hidden size.")
         if arch.hidden_size not in self.hidden_sizes:
             raise ValueError(f"{what} {arch}: hidden size {arch.hidden_size} is not one of {list(self.hidden_sizes)}.")
-        if len(arch.layers) != expected:
-            raise ValueError(f"{what} {arch}: has {len(arch.layers)} slots, the space has {expected}.")
+        if len(arch.layers) != self.slots_per_block:
+            raise ValueError(f"{what} {arch}: has {len(arch.layers)} slots, the space has {self.slots_per_block}.")
         allowed = self.ops_for(arch.hidden_size)
         for index, code in enumerate(arch.layers):
             if code not in allowed:
@@ -126,31 +154,29 @@ class SearchSpace:
     def split(self, arch):
         """The per-block candidates of a whole architecture."""
         self.validate(arch)
-        slots = [self.block_slots(block) for block in range(self.num_blocks)]
-        return [Architecture(arch.hidden_size, arch.layers[s.start : s.stop]) for s in slots]
+        return [arch.slice(*_bounds(self.block_slots(block))) for block in range(self.num_blocks)]
 
-    def join(self, blocks):
-        """The whole architecture made of one candidate per block (all with the same hidden size)."""
-        hiddens = {block.hidden_size for block in blocks}
-        if len(blocks) != self.num_blocks or len(hiddens) != 1:
-            raise ValueError(
-                f"Need one candidate per block ({self.num_blocks}) sharing one hidden size; got "
-                f"{len(blocks)} with hidden sizes {sorted(hiddens)}."
-            )
-        arch = Architecture(hiddens.pop(), tuple(code for block in blocks for code in block.layers))
+    def join(self, blocks, embedding_size=None):
+        """The whole architecture made of one candidate per block (hidden sizes may differ by block)."""
+        if len(blocks) != self.num_blocks:
+            raise ValueError(f"Need one candidate per block ({self.num_blocks}); got {len(blocks)}.")
+        arch = Architecture.join(blocks, embedding_size)
         self.validate(arch)
         return arch
 
     # -- serialisation -------------------------------------------------------------------------
 
     def to_dict(self):
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        data = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        if not self.embedding_sizes:
+            del data["embedding_sizes"]  # spaces of the first design read and write as before
+        return data
 
     @classmethod
     def from_dict(cls, data):
-        known = {"hidden_sizes", "ops", "num_slots", "num_blocks"}
+        known = {"hidden_sizes", "ops", "num_slots", "num_blocks", "embedding_sizes"}
         unknown = set(data) - known
-        missing = known - set(data)
+        missing = known - set(data) - {"embedding_sizes"}
         if unknown or missing:
             raise ValueError(
                 f"Search space fields: unknown {sorted(unknown)}, missing {sorted(missing)}; expected {sorted(known)}."
@@ -158,11 +184,18 @@ class SearchSpace:
         return cls(**data)
 
     def describe(self):
+        embeddings = (f"embedding sizes {list(self.embedding_sizes)}, " if self.embedding_sizes
+                      else "the teacher's embedding width, ")
         return (
-            f"{len(self.hidden_sizes)} hidden sizes {list(self.hidden_sizes)}, {len(self.ops)} ops {list(self.ops)}, "
+            f"{len(self.hidden_sizes)} hidden sizes {list(self.hidden_sizes)} (one per block), {embeddings}"
+            f"{len(self.ops)} ops {list(self.ops)}, "
             f"{self.num_slots} slots in {self.num_blocks} blocks: {self.size():.3e} architectures "
             f"({self.block_size()} candidates per block)"
         )
+
+
+def _bounds(slots):
+    return slots.start, slots.stop
 
 
 def _fits(code, hidden_size):

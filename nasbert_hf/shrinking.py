@@ -123,6 +123,12 @@ def sample_block_archs(pools, seed, step):
     return [random.Random(f"sample:{seed}:{step}:{block}").choice(pool).arch for block, pool in enumerate(pools)]
 
 
+def sample_embedding(choices, seed, step):
+    """The embedding choice `(E, H)` trained at `step` (None without embedding search), seeded like
+    `sample_block_archs`."""
+    return random.Random(f"sample:{seed}:{step}:embedding").choice(choices) if choices else None
+
+
 def bins_of(pool):
     """`{(hidden_size, bin): [candidates]}` in pool order."""
     groups = defaultdict(list)
@@ -157,7 +163,7 @@ def score_pool(supernet, block, pool, eval_states, reduce=None):
     device = next(supernet.parameters()).device
     sums = torch.zeros(len(pool), 2, dtype=torch.float64, device=device)
     for index, candidate in enumerate(pool):
-        for states, mask in eval_states:
+        for states, mask, *_ in eval_states:
             sse, count = supernet.block_sse(block, candidate.arch, states[block], states[block + 1], mask)
             sums[index, 0] += sse.double()
             sums[index, 1] += count.double()
@@ -168,9 +174,34 @@ def score_pool(supernet, block, pool, eval_states, reduce=None):
     return pool
 
 
-def candidates_table(pools):
-    """The run's `candidates.json` content: `{"blocks": [[candidate dict, ...] per block]}`."""
-    return {"blocks": [[candidate.to_dict() for candidate in pool] for pool in pools]}
+@torch.no_grad()
+def score_embeddings(supernet, eval_states, reduce=None):
+    """`[EmbeddingCandidate, ...]`: the validation loss of every embedding choice `(E, H)` on
+    `eval_states` (`(states, mask, input_ids)` triples), summed over processes like `score_pool`."""
+    from .search import EmbeddingCandidate
+
+    choices = supernet.embedding_candidates()
+    if not choices:
+        return []
+    device = next(supernet.parameters()).device
+    sums = torch.zeros(len(choices), 2, dtype=torch.float64, device=device)
+    for index, choice in enumerate(choices):
+        for states, mask, input_ids in eval_states:
+            sse, count = supernet.embedding_sse(choice, input_ids, states[0], mask)
+            sums[index, 0] += sse.double()
+            sums[index, 1] += count.double()
+    if reduce is not None:
+        sums = reduce(sums)
+    return [EmbeddingCandidate(size, hidden, sse / count) for (size, hidden), (sse, count) in zip(choices, sums.tolist())]
+
+
+def candidates_table(pools, embeddings=()):
+    """The run's `candidates.json` content: `{"blocks": [[candidate dict, ...] per block]}`, plus
+    `"embeddings"` (one row per embedding choice) when the run searched the embedding width."""
+    table = {"blocks": [[candidate.to_dict() for candidate in pool] for pool in pools]}
+    if embeddings:
+        table["embeddings"] = [embedding.to_dict() for embedding in embeddings]
+    return table
 
 
 def pools_from_table(table):

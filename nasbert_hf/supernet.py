@@ -15,18 +15,20 @@ from the teacher's principal components, which makes blocks trained apart chain 
 models (`projections.py` says why); with `"learned"` they are trained with the block.
 """
 
+import itertools
 import json
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import nn
 
 from .architecture import Architecture
-from .blockwise import BlockwiseStudent, blockwise_losses, masked_sse
+from .blockwise import BlockwiseStudent, blockwise_losses, masked_mse, masked_sse
 from .modeling import NasBertConfig, NasBertForMaskedLM, parse_op
-from .modeling.modeling_nasbert import build_op, key_mask_from, sliced_linear
+from .modeling.modeling_nasbert import build_op, key_mask_from, resize_hidden, sliced_layer_norm, sliced_linear
 from .search_space import SearchSpace
 
 RUN_CONFIG = "run_config.json"
@@ -99,6 +101,40 @@ class SupernetBlock(nn.Module):
         return sliced_linear(self.encode(hidden, key_mask, arch.layers), self.output_projection)
 
 
+class SupernetEmbeddings(nn.Module):
+    """The searched embedding, trained like one more block: token, position and token-type tables
+    at the largest embedding width E, a LayerNorm, and a projection to block 0's width H, used as
+    leading slices for a sampled `(E, H)`. Its target is the teacher's embedding output in block
+    0's input coordinates, and it is scored in teacher space through `output_projection` (the
+    inverse of block 0's input projection, frozen), so its loss adds to the blocks' losses."""
+
+    def __init__(self, vocab_size, max_positions, type_vocab_size, embedding_size, hidden_size, teacher_hidden_size,
+                 layer_norm_eps):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, embedding_size)
+        self.position_embeddings = nn.Embedding(max_positions, embedding_size)
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, embedding_size)
+        self.LayerNorm = nn.LayerNorm(embedding_size, eps=layer_norm_eps)
+        self.projection = nn.Linear(embedding_size, hidden_size)
+        self.output_projection = nn.Linear(hidden_size, teacher_hidden_size).requires_grad_(False)
+        # Rows: the teacher-space directions the leading embedding features start on (`init_embeddings`);
+        # the exported MLM head maps teacher space back onto them.
+        self.register_buffer("rotation", torch.eye(embedding_size, teacher_hidden_size))
+
+    def forward(self, input_ids, embedding_size, hidden_size):
+        """Block 0's input (width `hidden_size`) from `input_ids`, through the leading `embedding_size` features."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        width = slice(0, embedding_size)
+        x = (F.embedding(input_ids, self.word_embeddings.weight[:, width])
+             + self.position_embeddings.weight[positions, width]
+             + self.token_type_embeddings.weight[0, width])
+        return sliced_linear(sliced_layer_norm(x, self.LayerNorm), self.projection, hidden_size)
+
+    def predict(self, input_ids, embedding_size, hidden_size):
+        """The embedding's output mapped back to the teacher's embedding space (what its loss scores)."""
+        return sliced_linear(self(input_ids, embedding_size, hidden_size), self.output_projection)
+
+
 class Supernet(nn.Module):
     """The supernet of a `SearchSpace` distilled from a teacher of width `teacher_hidden_size`.
 
@@ -115,6 +151,9 @@ class Supernet(nn.Module):
         dropout=0.0,
         initializer_range=0.02,
         block_projection="learned",
+        vocab_size=None,
+        max_position_embeddings=512,
+        type_vocab_size=2,
     ):
         super().__init__()
         check_block_projection(block_projection)
@@ -125,15 +164,48 @@ class Supernet(nn.Module):
         self.layer_norm_eps = layer_norm_eps
         self.dropout = dropout
         self.initializer_range = initializer_range
+        self.vocab_size = vocab_size
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
         config = self.op_config(search_space.max_hidden_size)
         self.blocks = nn.ModuleList(
             SupernetBlock(search_space, config, teacher_hidden_size) for _ in range(search_space.num_blocks)
         )
+        self.embeddings = self._build_embeddings()
         self.apply(self._init_weights)
         if block_projection == "pca":  # fixed maps, set by `fit_projections` (or loaded with the weights)
             for block in self.blocks:
                 block.input_projection.requires_grad_(False)
                 block.output_projection.requires_grad_(False)
+
+    def _build_embeddings(self):
+        space = self.search_space
+        if not space.embedding_sizes:
+            return None
+        if self.block_projection != "pca" or not self.vocab_size:
+            raise ValueError(
+                f"Searching embedding_sizes={list(space.embedding_sizes)} needs block_projection='pca' (the embedding "
+                "is scored in block 0's principal coordinates) and the teacher's vocab_size; got "
+                f"block_projection={self.block_projection!r}, vocab_size={self.vocab_size!r}."
+            )
+        if space.max_embedding_size > self.teacher_hidden_size:
+            raise ValueError(
+                f"embedding_sizes={list(space.embedding_sizes)}: the largest exceeds the teacher's width "
+                f"{self.teacher_hidden_size}; student embeddings start from the teacher's leading principal directions."
+            )
+        return SupernetEmbeddings(self.vocab_size, self.max_position_embeddings, self.type_vocab_size,
+                                  space.max_embedding_size, space.max_hidden_size, self.teacher_hidden_size,
+                                  self.layer_norm_eps)
+
+    def embedding_candidates(self):
+        """Every `(embedding_size, hidden_size)` the embedding can take (empty without embedding search)."""
+        space = self.search_space
+        return list(itertools.product(space.embedding_sizes, space.hidden_sizes)) if self.embeddings else []
+
+    @property
+    def projection_rows(self):
+        """How many principal directions `fit_projections` needs per boundary."""
+        return max(self.search_space.max_hidden_size, self.search_space.max_embedding_size or 0)
 
     def init_kwargs(self):
         """What `Supernet(search_space, **init_kwargs)` needs to rebuild this supernet (saved in the run config)."""
@@ -144,6 +216,9 @@ class Supernet(nn.Module):
             "dropout": self.dropout,
             "initializer_range": self.initializer_range,
             "block_projection": self.block_projection,
+            "vocab_size": self.vocab_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
         }
 
     @torch.no_grad()
@@ -156,6 +231,8 @@ class Supernet(nn.Module):
             raise ValueError(
                 f"Got {len(bases)} boundary bases for {len(self.blocks)} blocks; expected {len(self.blocks) + 1}."
             )
+        rows = self.search_space.max_hidden_size
+        bases = [(components[:rows], scales[:rows], mean) for components, scales, mean in bases]
         for block, (components, scales, mean), (next_components, next_scales, next_mean) in zip(
             self.blocks, bases[:-1], bases[1:]
         ):
@@ -164,6 +241,35 @@ class Supernet(nn.Module):
             block.input_projection.bias.copy_(-(whiten @ mean))
             block.output_projection.weight.copy_(next_components.T * next_scales)
             block.output_projection.bias.copy_(next_mean)
+        if self.embeddings is not None:
+            components, scales, mean = bases[0]
+            self.embeddings.output_projection.weight.copy_(components.T * scales)
+            self.embeddings.output_projection.bias.copy_(mean)
+
+    @torch.no_grad()
+    def init_embeddings(self, teacher, bases):
+        """Start the searched embedding from the teacher's: its tables rotated onto the leading
+        principal directions R of the teacher's embedding output (so every leading slice keeps
+        the directions that carry the most variance), a plain LayerNorm, and a projection that
+        maps the result to block 0's whitened coordinates as the teacher's own LayerNorm would
+        (x = S^-1 P (gamma * R^T e + beta - mu), taking the rotated, normalised sum e for R of the
+        normalised teacher sum). Training then fits what the rotation leaves out."""
+        if self.embeddings is None:
+            return
+        source = _bert_embeddings(teacher)
+        components, scales, mean = bases[0]
+        rotation = components[: self.search_space.max_embedding_size].to(self._device())
+        target = self.embeddings
+        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+            table = getattr(source, name).weight.to(rotation)
+            getattr(target, name).weight.copy_(table[: getattr(target, name).weight.shape[0]] @ rotation.T)
+        target.rotation.copy_(rotation)
+        target.LayerNorm.reset_parameters()
+        rows = self.search_space.max_hidden_size
+        whiten = components[:rows].to(rotation) / scales[:rows, None].to(rotation)
+        gamma, beta = source.LayerNorm.weight.to(rotation), source.LayerNorm.bias.to(rotation)
+        target.projection.weight.copy_(whiten @ (gamma[:, None] * rotation.T))
+        target.projection.bias.copy_(whiten @ (beta - mean.to(rotation)))
 
     def op_config(self, hidden_size, layers=("id",), **kwargs):
         """The `NasBertConfig` the op modules are built with (same activation, norm and dropout)."""
@@ -178,10 +284,14 @@ class Supernet(nn.Module):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):  # replaced by the teacher's in training (`init_embeddings`)
+            nn.init.normal_(module.weight, std=self.initializer_range)
 
     # -- block-wise training -------------------------------------------------------------------
 
-    def forward(self, hidden_states, attention_mask, block_archs):
+    def forward(self, hidden_states, attention_mask, block_archs, input_ids=None, embedding=None):
+        """The `(B,)` block losses; with `input_ids` and an `embedding` choice `(E, H)`, a `(B + 1,)`
+        tensor whose last entry is the embedding's loss against the teacher's embedding output."""
         if len(block_archs) != len(self.blocks):
             raise ValueError(f"Got {len(block_archs)} block architectures for {len(self.blocks)} blocks.")
         for block, arch in enumerate(block_archs):
@@ -190,7 +300,19 @@ class Supernet(nn.Module):
             (lambda x, mask, block=block, arch=arch: block(x, mask, arch))
             for block, arch in zip(self.blocks, block_archs)
         ]
-        return blockwise_losses(blocks, hidden_states, attention_mask)
+        losses = blockwise_losses(blocks, hidden_states, attention_mask)
+        if embedding is None or self.embeddings is None:
+            return losses
+        prediction = self.embeddings.predict(input_ids, *embedding)
+        return torch.cat([losses, masked_mse(prediction, hidden_states[0], attention_mask)[None]])
+
+    def distillation_units(self):
+        """The parts trained independently (each clipped on its own): the blocks, then the embedding."""
+        return [*self.blocks, *([self.embeddings] if self.embeddings is not None else [])]
+
+    def embedding_sse(self, embedding, input_ids, teacher_output, attention_mask):
+        """`(sum of squared errors, count)` of one embedding choice `(E, H)` on one batch."""
+        return masked_sse(self.embeddings.predict(input_ids, *embedding), teacher_output, attention_mask)
 
     def block_sse(self, block, arch, teacher_input, teacher_output, attention_mask):
         """`(sum of squared errors, count)` of one block candidate on one batch (for validation scoring)."""
@@ -199,14 +321,20 @@ class Supernet(nn.Module):
 
     # -- whole architectures -------------------------------------------------------------------
 
-    def encode(self, arch, embedding_output, attention_mask=None):
-        """The chained path of a whole architecture: block 0's input projection of the teacher's
-        embedding output, then every slot of every block, at width `arch.hidden_size`."""
-        self.search_space.validate(arch)
+    def encode(self, arch, embedding_output=None, attention_mask=None, input_ids=None):
+        """The chained path of a whole architecture: its embedding of `input_ids` (an architecture
+        with an `embedding_size`), or block 0's input projection of the teacher's `embedding_output`
+        (one without); then every block at its own width, the state resized between blocks of
+        different widths (leading principal coordinates kept, or zeros appended) as the exported
+        model does."""
+        blocks = self.search_space.split(arch)  # validates
         key_mask = key_mask_from(attention_mask)
-        hidden = sliced_linear(embedding_output, self.blocks[0].input_projection, arch.hidden_size)
-        for block, block_arch in zip(self.blocks, self.search_space.split(arch)):
-            hidden = block.encode(hidden, key_mask, block_arch.layers)
+        if arch.embedding_size is not None:
+            hidden = self.embeddings(input_ids, arch.embedding_size, arch.input_width)
+        else:
+            hidden = sliced_linear(embedding_output, self.blocks[0].input_projection, arch.input_width)
+        for block, block_arch in zip(self.blocks, blocks):
+            hidden = block.encode(resize_hidden(hidden, block_arch.hidden_size), key_mask, block_arch.layers)
         return hidden
 
     def project(self, hidden):
@@ -229,35 +357,51 @@ class Supernet(nn.Module):
     def export(self, arch, teacher):
         """A `NasBertForMaskedLM` of `arch` initialised from the supernet and the teacher.
 
-        Embeddings are the teacher's (`embedding_size` = teacher width); `embeddings.projection`
-        is block 0's input projection (also at the teacher's width), so block 0 sees what it saw
-        in training; the op slots carry the sliced supernet weights, chained; the MLM head's dense layer is the last
-        block's output projection (composed with the teacher's MLM transform when the teacher
-        has an MLM head, whose LayerNorm and bias it also takes); the decoder is tied to the
-        word embeddings.
+        Embeddings: with a searched `embedding_size`, the leading slices of the supernet's
+        embedding (tables, LayerNorm, projection to block 0's width); without one, the teacher's
+        tables with block 0's input projection as `embeddings.projection`, so block 0 sees what it
+        saw in training. The op slots carry the sliced supernet weights at each block's width,
+        chained (the exported encoder resizes between widths exactly as `encode` does). The MLM
+        head's dense layer is the last block's output projection (composed with the teacher's MLM
+        transform when the teacher has an MLM head at the embedding's width; rotated into the
+        student's embedding coordinates otherwise); the decoder is tied to the word embeddings.
         """
         self.search_space.validate(arch)
-        embeddings = _bert_embeddings(teacher)
         model = NasBertForMaskedLM(self._export_config(arch, teacher)).to(self._device())
         with torch.no_grad():
-            target = model.nasbert.embeddings
-            for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"):
-                copy_leading_slices(getattr(target, name), getattr(embeddings, name))
-            copy_leading_slices(target.projection, self.blocks[0].input_projection)
+            self._export_embeddings(model.nasbert.embeddings, arch, teacher)
             layers = iter(model.nasbert.encoder.layers)
             for block, block_arch in zip(self.blocks, self.search_space.split(arch)):
                 for slot, code in zip(block.slots, block_arch.layers):
                     layer = next(layers)
                     if op_key(code) != "id":
                         copy_leading_slices(layer, slot.ops[op_key(code)])
-            self._export_head(model.cls, teacher)
+            self._export_head(model.cls, teacher, arch)
         return model
 
-    def _export_head(self, head, teacher):
+    def _export_embeddings(self, target, arch, teacher):
+        if arch.embedding_size is not None:
+            for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm", "projection"):
+                copy_leading_slices(getattr(target, name), getattr(self.embeddings, name))
+            return
+        embeddings = _bert_embeddings(teacher)
+        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"):
+            copy_leading_slices(getattr(target, name), getattr(embeddings, name))
+        copy_leading_slices(target.projection, self.blocks[0].input_projection)
+
+    def _export_head(self, head, teacher, arch):
         projection = self.blocks[-1].output_projection
         width = head.dense.in_features
         weight, bias = projection.weight[:, :width], projection.bias
         parts = _mlm_head_parts(teacher)
+        if arch.embedding_size is not None and arch.embedding_size != self.teacher_hidden_size:
+            # Teacher space -> the student's embedding coordinates (the rotation its tables start from).
+            rotation = self.embeddings.rotation[: arch.embedding_size]
+            head.dense.weight.copy_(rotation @ weight)
+            head.dense.bias.copy_(rotation @ bias)
+            head.LayerNorm.reset_parameters()
+            head.bias.copy_(parts[2] if parts is not None else torch.zeros_like(head.bias))
+            return
         if parts is None:
             head.dense.weight.copy_(weight)
             head.dense.bias.copy_(bias)
@@ -277,9 +421,10 @@ class Supernet(nn.Module):
         return self.op_config(
             arch.hidden_size,
             arch.layers,
+            layer_hidden_sizes=None if arch.is_uniform else list(arch.widths),
             vocab_size=teacher.vocab_size,
-            embedding_size=teacher.hidden_size,
-            embedding_projection=True,  # block 0 reads its input projection of the embeddings, at any width
+            embedding_size=arch.embedding_size or teacher.hidden_size,
+            embedding_projection=True,  # block 0 reads a projection of the embeddings, at any width
             max_position_embeddings=teacher_config.max_position_embeddings,
             type_vocab_size=getattr(teacher_config, "type_vocab_size", 2),
             pad_token_id=getattr(teacher_config, "pad_token_id", None) or 0,
@@ -385,7 +530,8 @@ def evaluate_architecture(supernet, teacher, arch, dataloader, max_batches=None)
             states = teacher.block_states(batch["input_ids"], mask, supernet.search_space.num_blocks)
             embedding_output, target = states[0].to(device), states[-1].to(device)
             mask = mask.to(device)
-            prediction = supernet.project(supernet.encode(arch, embedding_output, mask))
+            hidden = supernet.encode(arch, embedding_output, mask, input_ids=batch["input_ids"].to(device))
+            prediction = supernet.project(hidden)
             sse, elements = masked_sse(prediction, target, mask)
             total, count = total + sse.item(), count + elements.item()
     finally:

@@ -4,36 +4,53 @@ import random
 import pytest
 
 from nasbert_hf import Architecture
-from nasbert_hf.cost import FlopsCost, ParamsCost, count_flops, count_params
+from nasbert_hf.cost import BodyParamsCost, FlopsCost, ParamsCost, count_flops, count_params
 from nasbert_hf.search import (
     Budget,
-    Candidate,
+    CandidateTables,
+    EmbeddingCandidate,
     brute_force_search,
     load_candidates,
     minimum_cost,
     search,
 )
+from nasbert_hf.modeling import NasBertModel
+from nasbert_hf.shrinking import Candidate
 
 OPS = ["mha:2", "mha:4", "ffn:64", "ffn:128", "ffn:256", "conv:3", "conv:5", "id"]
+DIMENSIONS = {"vocab_size": 500, "max_position_embeddings": 64, "type_vocab_size": 2}
 
 
-def random_tables(seed, blocks=3, slots=2, per_block=12, hidden_sizes=(32, 64)):
+def candidate(hidden, layers, loss):
+    return Candidate(Architecture(hidden, tuple(layers)), 0, 0, loss=loss)
+
+
+def random_tables(seed, blocks=3, slots=2, per_block=12, hidden_sizes=(32, 64), embedding_sizes=(16, 48)):
+    """Tables with per-block hidden sizes and searched embeddings (none when `embedding_sizes` is empty)."""
     rng = random.Random(seed)
     tables = []
     for _ in range(blocks):
         block = []
         for _ in range(per_block):
             layers = tuple(rng.choice(OPS) for _ in range(slots))
-            block.append(Candidate(rng.choice(hidden_sizes), layers, rng.uniform(0.1, 2.0)))
+            block.append(candidate(rng.choice(hidden_sizes), layers, rng.uniform(0.1, 2.0)))
         tables.append(block)
-    return tables
+    embeddings = [EmbeddingCandidate(size, hidden, rng.uniform(0.0, 0.5))
+                  for size in embedding_sizes for hidden in hidden_sizes]
+    return CandidateTables(tables, embeddings)
 
 
-@pytest.mark.parametrize("seed", range(12))
+def cost_models():
+    return [ParamsCost(**DIMENSIONS, embedding_size=40), FlopsCost(seq_len=16, embedding_size=40), BodyParamsCost()]
+
+
+@pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("k", [1, 5])
-def test_exact_search_equals_brute_force(seed, k):
-    tables = random_tables(seed)
-    cost_model = ParamsCost() if seed % 2 else FlopsCost(seq_len=16, embedding_size=48)
+@pytest.mark.parametrize("metric", [0, 1, 2])
+@pytest.mark.parametrize("embeddings", [(16, 48), ()])
+def test_exact_search_equals_brute_force(seed, k, metric, embeddings):
+    tables = random_tables(seed, embedding_sizes=embeddings)
+    cost_model = cost_models()[metric]
     everything = brute_force_search(tables, cost_model, float("inf"), k=10_000)
     costs = sorted(result.cost for result in everything)
     for limit in (costs[len(costs) // 10], costs[len(costs) // 2], costs[-1]):
@@ -44,28 +61,45 @@ def test_exact_search_equals_brute_force(seed, k):
         assert all(r.cost <= limit for r in actual)
 
 
+def test_searched_models_mix_hidden_sizes_and_embedding_widths():
+    results = search(random_tables(1), ParamsCost(**DIMENSIONS), float("inf"), k=50)
+    assert any(not r.architecture.is_uniform for r in results)
+    assert {r.architecture.embedding_size for r in results} == {16, 48}
+
+
 def test_costs_are_the_real_model_costs():
+    """A params budget counts every parameter of the model AutoModel loads, embeddings and pooler included."""
     tables = random_tables(3)
-    for result in search(tables, ParamsCost(), float("inf"), k=5):
-        assert result.cost == count_params(result.architecture, embeddings=False, pooler=False)
-    flops = FlopsCost(seq_len=32, embedding_size=48)
+    params = ParamsCost(**DIMENSIONS)
+    for result in search(tables, params, float("inf"), k=5, per_embedding_size=True):
+        config = result.architecture.to_config(**DIMENSIONS, embedding_projection=True)
+        assert result.cost == count_params(config) == sum(p.numel() for p in NasBertModel(config).parameters())
+    for result in search(tables, BodyParamsCost(), float("inf"), k=5):
+        assert result.cost == count_params(result.architecture.to_config(), embeddings=False, pooler=False)
+    flops = FlopsCost(seq_len=32)
     for result in search(tables, flops, float("inf"), k=5):
-        config = result.architecture.to_config(embedding_size=48)
+        config = result.architecture.to_config(embedding_projection=True)
         assert result.cost == count_flops(config, seq_len=32)
 
 
 def test_impossible_budget_names_smallest_feasible_value():
     tables = random_tables(5)
-    smallest = minimum_cost(tables, ParamsCost())
-    assert search(tables, ParamsCost(), smallest, k=1)[0].cost == smallest
+    params = ParamsCost(**DIMENSIONS)
+    smallest = minimum_cost(tables, params)
+    assert search(tables, params, smallest, k=1)[0].cost == smallest
     with pytest.raises(ValueError, match=f"smallest feasible value is {smallest:g}"):
-        search(tables, ParamsCost(), smallest - 1)
+        search(tables, params, smallest - 1)
 
 
-def test_blocks_must_share_a_hidden_size():
-    tables = [[Candidate(32, ("mha:2",), 0.5)], [Candidate(64, ("ffn:64",), 0.5)]]
-    with pytest.raises(ValueError, match="No architecture fits"):
-        search(tables, ParamsCost(), float("inf"))
+def test_embedding_choices_must_meet_block_0():
+    tables = CandidateTables([[candidate(32, ("mha:2",), 0.5)], [candidate(64, ("ffn:64",), 0.5)]],
+                             [EmbeddingCandidate(16, 64, 0.1)])
+    with pytest.raises(ValueError, match="no embedding choice matches a hidden size of block 0"):
+        search(tables, ParamsCost(**DIMENSIONS), float("inf"))
+    tables.embeddings.append(EmbeddingCandidate(16, 32, 0.1))
+    result = search(tables, ParamsCost(**DIMENSIONS), float("inf"))[0]
+    assert result.architecture == Architecture.from_widths((32, 64), ("mha:2", "ffn:64"), embedding_size=16)
+    assert result.approx_loss == pytest.approx(1.1)
 
 
 @pytest.mark.parametrize(
@@ -73,6 +107,8 @@ def test_blocks_must_share_a_hidden_size():
     [
         ("params=5M", "params", 5e6, None, "nasbert-5M"),
         ("params=1.5M", "params", 1.5e6, None, "nasbert-1.5M"),
+        ("params=746367", "params", 746367, None, "nasbert-746.367K"),
+        ("body_params=3M", "body_params", 3e6, None, "nasbert-3M-body"),
         ("flops=2G", "flops", 2e9, None, "nasbert-2GFLOPs"),
         ("latency=8ms@cpu", "latency", 8, "cpu", "nasbert-8ms-cpu"),
         ("latency=2.5ms@cuda", "latency", 2.5, "cuda", "nasbert-2.5ms-cuda"),
@@ -84,32 +120,43 @@ def test_budget_parsing_and_names(text, metric, limit, device, name):
     assert Budget.parse(str(budget)) == budget
 
 
-@pytest.mark.parametrize("text", ["params5M", "size=5M", "latency=8", "params=5ms", "params=M"])
+@pytest.mark.parametrize("text", ["params5M", "size=5M", "latency=8", "params=5ms", "params=M", "params=0"])
 def test_bad_budget_is_named(text):
-    with pytest.raises(ValueError, match="Cannot parse budget"):
+    with pytest.raises(ValueError, match="Cannot parse budget|must be positive"):
         Budget.parse(text)
+
+
+def test_different_budgets_never_share_a_name():
+    assert Budget.parse("params=746367").name != Budget.parse("params=746368").name
 
 
 def test_load_candidates(tmp_path):
     path = tmp_path / "candidates.json"
     row = {"hidden_size": 64, "layers": ["mha:4", "id"], "loss": 0.25, "params": 1, "flops": 2}
-    path.write_text(json.dumps({"blocks": [[row], [row]]}))
+    embedding = {"embedding_size": 16, "hidden_size": 64, "loss": 0.5}
+    path.write_text(json.dumps({"blocks": [[row], [row]], "embeddings": [embedding]}))
     tables = load_candidates(path)
-    assert tables[1][0] == Candidate(64, ("mha:4", "id"), 0.25)
+    assert tables.blocks[1][0].arch == Architecture(64, ("mha:4", "id")) and tables.blocks[1][0].loss == 0.25
     result = search(tables, ParamsCost(), float("inf"))[0]
-    assert result.architecture == Architecture(64, ("mha:4", "id", "mha:4", "id"))
+    assert result.architecture == Architecture(64, ("mha:4", "id", "mha:4", "id"), embedding_size=16)
+    assert result.approx_loss == pytest.approx(1.0)
     path.write_text(json.dumps({"blocks": [[row], []]}))
-    with pytest.raises(ValueError, match="every block needs at least one candidate"):
+    with pytest.raises(ValueError, match="Every block needs at least one candidate"):
+        load_candidates(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="is not a candidates table"):
         load_candidates(path)
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_per_hidden_size_search_keeps_the_k_best_of_every_width(seed):
+def test_per_embedding_size_search_keeps_the_k_best_of_every_width(seed):
     tables = random_tables(seed)
-    cost_model = ParamsCost()
-    limit = sorted(r.cost for r in brute_force_search(tables, cost_model, float("inf"), k=10_000))[-1] * 0.7
-    results = search(tables, cost_model, limit, k=3, per_hidden_size=True)
-    for hidden in (32, 64):
-        expected = [r for r in brute_force_search(tables, cost_model, limit, k=10_000) if r.architecture.hidden_size == hidden][:3]
-        assert [r.architecture for r in results if r.architecture.hidden_size == hidden] == [r.architecture for r in expected]
+    cost_model = ParamsCost(**DIMENSIONS)
+    everything = brute_force_search(tables, cost_model, float("inf"), k=100_000)
+    limit = sorted(r.cost for r in everything)[-1] * 0.7
+    results = search(tables, cost_model, limit, k=3, per_embedding_size=True)
+    for size in (16, 48):
+        expected = [r for r in brute_force_search(tables, cost_model, limit, k=100_000)
+                    if r.architecture.embedding_size == size][:3]
+        assert [r.architecture for r in results if r.architecture.embedding_size == size] == [r.architecture for r in expected]
     assert [r.approx_loss for r in results] == sorted(r.approx_loss for r in results)
