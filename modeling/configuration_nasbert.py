@@ -42,17 +42,20 @@ def parse_op(code):
 
 
 def validate_layers(layers, hidden_size):
-    """Check an op-code list against a hidden size; raise `ValueError` naming the first problem."""
+    """Check an op-code list against the slots' widths; raise `ValueError` naming the first problem.
+
+    `hidden_size` is one width for every slot or a sequence of one width per slot: `mha:H`
+    must divide the width of its own slot.
+    """
     if not layers:
         raise ValueError("`layers` is empty: a NasBert model needs at least one op slot (e.g. ['mha:4', 'ffn:1024']).")
-    if not isinstance(hidden_size, int) or hidden_size <= 0:
-        raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}.")
-    for index, code in enumerate(layers):
+    widths = slot_widths(layers, hidden_size)
+    for index, (code, width) in enumerate(zip(layers, widths)):
         kind, size = parse_op(code)
-        if kind == "mha" and hidden_size % size:
+        if kind == "mha" and width % size:
             raise ValueError(
-                f"Slot {index} ({code!r}): hidden size {hidden_size} is not divisible by {size} heads; "
-                f"valid head counts divide {hidden_size}."
+                f"Slot {index} ({code!r}): hidden size {width} is not divisible by {size} heads; "
+                f"valid head counts divide {width}."
             )
         if kind == "conv" and size % 2 == 0:
             raise ValueError(
@@ -61,19 +64,50 @@ def validate_layers(layers, hidden_size):
             )
 
 
+def slot_widths(layers, hidden_size):
+    """`hidden_size` (one int, or one int per slot) as a tuple of one checked width per slot."""
+    if isinstance(hidden_size, int) and not isinstance(hidden_size, bool):
+        if hidden_size <= 0:
+            raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}.")
+        widths = (hidden_size,) * len(layers)
+    elif isinstance(hidden_size, (str, bytes)) or not hasattr(hidden_size, "__len__"):
+        raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}.")
+    else:
+        widths = tuple(hidden_size)
+        if len(widths) != len(layers):
+            slot = min(len(widths), len(layers))
+            missing = (
+                f"slot {slot} ({layers[slot]!r}) has no width" if slot < len(layers) else f"there is no slot {slot}"
+            )
+            raise ValueError(
+                f"layer_hidden_sizes has {len(widths)} widths for {len(layers)} slots: {missing}; "
+                "give exactly one width per slot."
+            )
+    for index, width in enumerate(widths):
+        if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
+            raise ValueError(f"Slot {index}: hidden size must be a positive integer, got {width!r}.")
+    return widths
+
+
 class NasBertConfig(PretrainedConfig):
     r"""Configuration of a NasBert model: BERT's embeddings and heads around a stack of searched op slots.
 
     Args:
         vocab_size (`int`, defaults to 30522): size of the token vocabulary.
-        hidden_size (`int`, defaults to 768): width of every op slot.
+        hidden_size (`int`, defaults to 768): width of the model's output (what the pooler and heads
+            read), and of every op slot unless `layer_hidden_sizes` says otherwise.
         layers (`list[str]`): one op code per slot, applied in order: `"mha:H"` multi-head self-attention
             with H heads, `"ffn:D"` feed-forward with inner size D, `"conv:K"` separable 1-D convolution
             with (odd) kernel K, `"id"` identity. Every op but `id` is a post-LN residual sub-layer.
-        embedding_size (`int`, *optional*): width of the token embeddings; when it differs from
-            `hidden_size` a linear projection maps embeddings to the hidden size. Defaults to `hidden_size`.
+        layer_hidden_sizes (`list[int]`, *optional*): one width per slot, when the width changes from
+            slot to slot (as in the NAS-BERT paper); the last must equal `hidden_size`. Between slots of
+            different widths the state keeps its leading coordinates or is zero-padded at the end
+            (`resize_hidden`, no parameters). `None` (the default): every slot is `hidden_size` wide.
+        embedding_size (`int`, *optional*): width of the token embeddings; when it differs from the
+            first slot's width a linear projection maps embeddings to that width. Defaults to `hidden_size`.
         embedding_projection (`bool`, *optional*): force the embedding projection on (or off, only
-            possible when the sizes are equal). Defaults to "when `embedding_size` differs from `hidden_size`";
+            possible when the sizes are equal). Defaults to "when `embedding_size` differs from the first
+            slot's width";
             models exported from a supernet always have one (block 0 reads a projection of the embeddings).
         hidden_act (`str`, defaults to `"gelu"`): activation of `ffn` and `conv` ops and of the MLM head.
         hidden_dropout_prob, attention_probs_dropout_prob (`float`): dropout probabilities as in BERT.
@@ -90,6 +124,7 @@ class NasBertConfig(PretrainedConfig):
         layers=DEFAULT_LAYERS,
         embedding_size=None,
         embedding_projection=None,
+        layer_hidden_sizes=None,
         hidden_act="gelu",
         hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.1,
@@ -106,15 +141,24 @@ class NasBertConfig(PretrainedConfig):
         super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
         self.auto_map = auto_map
         layers = list(layers)
-        validate_layers(layers, hidden_size)
+        if layer_hidden_sizes is not None:
+            layer_hidden_sizes = list(layer_hidden_sizes)
+        validate_layers(layers, hidden_size if layer_hidden_sizes is None else layer_hidden_sizes)
+        if layer_hidden_sizes is not None and layer_hidden_sizes[-1] != hidden_size:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must equal the last of layer_hidden_sizes "
+                f"({layer_hidden_sizes[-1]}): it is the width the pooler and heads read."
+            )
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.layers = layers
+        self.layer_hidden_sizes = layer_hidden_sizes
         self.embedding_size = embedding_size if embedding_size is not None else hidden_size
-        if embedding_projection is False and self.embedding_size != hidden_size:
+        first = self.slot_hidden_sizes[0]
+        if embedding_projection is False and self.embedding_size != first:
             raise ValueError(
-                "embedding_projection=False needs embedding_size == hidden_size; "
-                f"got {self.embedding_size} and {hidden_size}."
+                "embedding_projection=False needs embedding_size == the first slot's hidden size; "
+                f"got {self.embedding_size} and {first}."
             )
         self.embedding_projection = embedding_projection
         self.hidden_act = hidden_act
@@ -128,10 +172,17 @@ class NasBertConfig(PretrainedConfig):
         self.tie_word_embeddings = tie_word_embeddings
 
     @property
+    def slot_hidden_sizes(self):
+        """The width of every slot, in order (`hidden_size` for each when `layer_hidden_sizes` is unset)."""
+        if self.layer_hidden_sizes is None:
+            return (self.hidden_size,) * len(self.layers)
+        return tuple(self.layer_hidden_sizes)
+
+    @property
     def has_embedding_projection(self):
-        """Whether a linear layer maps the embeddings to the hidden size."""
+        """Whether a linear layer maps the embeddings to the first slot's width."""
         if self.embedding_projection is None:
-            return self.embedding_size != self.hidden_size
+            return self.embedding_size != self.slot_hidden_sizes[0]
         return bool(self.embedding_projection)
 
     @property
@@ -140,4 +191,4 @@ class NasBertConfig(PretrainedConfig):
         return len(self.layers)
 
 
-__all__ = ["NasBertConfig", "parse_op", "validate_layers", "OP_TYPES"]
+__all__ = ["NasBertConfig", "parse_op", "validate_layers", "slot_widths", "OP_TYPES"]

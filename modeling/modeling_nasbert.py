@@ -9,6 +9,9 @@ attention and feed-forward, its `num_heads` / `inner_size` attribute). A standal
 always uses the full slice; the supernet of `nasbert_hf` builds the same modules at their
 largest width and samples sub-networks by setting those attributes, so a sampled path
 runs exactly the code of the standalone model it exports to.
+
+Slots may differ in width (`config.layer_hidden_sizes`); between two slots the state is
+resized without parameters (`resize_hidden`: leading coordinates kept, or zeros appended).
 """
 
 import torch
@@ -43,12 +46,28 @@ def sliced_layer_norm(x, norm):
     return F.layer_norm(x, (width,), norm.weight[:width], norm.bias[:width], norm.eps)
 
 
-class NasBertOp(nn.Module):
-    """A post-LN residual sub-layer: `LayerNorm(x + dropout(transform(x)))`, as in BERT."""
+def resize_hidden(hidden_states, width):
+    """`hidden_states` at `width` features: the leading `width` coordinates, or zeros appended.
 
-    def __init__(self, config):
+    The link between slots of different widths has no parameters on purpose: the supernet's
+    blocks read and write nested (principal-component) coordinates, for which truncating or
+    zero-padding is exact."""
+    current = hidden_states.shape[-1]
+    if current == width:
+        return hidden_states
+    if current > width:
+        return hidden_states[..., :width]
+    return F.pad(hidden_states, (0, width - current))
+
+
+class NasBertOp(nn.Module):
+    """A post-LN residual sub-layer: `LayerNorm(x + dropout(transform(x)))`, as in BERT.
+
+    Built at `hidden` features (its slot's width); computes at its input's width (a leading slice)."""
+
+    def __init__(self, config, hidden):
         super().__init__()
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, key_mask=None, output_attentions=False):
@@ -62,9 +81,8 @@ class NasBertOp(nn.Module):
 class NasBertAttention(NasBertOp):
     """Multi-head self-attention (`mha:H`); the head size is `hidden_size / num_heads`."""
 
-    def __init__(self, config, num_heads):
-        super().__init__(config)
-        hidden = config.hidden_size
+    def __init__(self, config, num_heads, hidden):
+        super().__init__(config, hidden)
         self.num_heads = num_heads
         self.query = nn.Linear(hidden, hidden)
         self.key = nn.Linear(hidden, hidden)
@@ -98,11 +116,11 @@ class NasBertAttention(NasBertOp):
 class NasBertFeedForward(NasBertOp):
     """Position-wise feed-forward (`ffn:D`): `dense(D -> hidden)(act(dense(hidden -> D)))`."""
 
-    def __init__(self, config, inner_size):
-        super().__init__(config)
+    def __init__(self, config, inner_size, hidden):
+        super().__init__(config, hidden)
         self.inner_size = inner_size
-        self.intermediate = nn.Linear(config.hidden_size, inner_size)
-        self.output = nn.Linear(inner_size, config.hidden_size)
+        self.intermediate = nn.Linear(hidden, inner_size)
+        self.output = nn.Linear(inner_size, hidden)
         self.act = ACT2FN[config.hidden_act]
 
     def transform(self, hidden_states, key_mask, output_attentions):
@@ -116,9 +134,8 @@ class NasBertSeparableConv(NasBertOp):
     Padded positions are zeroed before the convolution so they never leak into real tokens.
     """
 
-    def __init__(self, config, kernel_size):
-        super().__init__(config)
-        hidden = config.hidden_size
+    def __init__(self, config, kernel_size, hidden):
+        super().__init__(config, hidden)
         self.kernel_size = kernel_size
         self.depthwise = nn.Conv1d(hidden, hidden, kernel_size, padding=kernel_size // 2, groups=hidden)
         self.pointwise = nn.Linear(hidden, hidden)
@@ -148,19 +165,20 @@ OP_CLASSES = {
     "mha": NasBertAttention,
     "ffn": NasBertFeedForward,
     "conv": NasBertSeparableConv,
-    "id": lambda config, size: NasBertIdentity(),
+    "id": lambda config, size, hidden: NasBertIdentity(),
 }
 
 
-def build_op(code, config):
-    """The module for one op code, e.g. `build_op("conv:5", config)`."""
+def build_op(code, config, hidden_size=None):
+    """The module for one op code, e.g. `build_op("conv:5", config)`, built at `hidden_size`
+    features (default `config.hidden_size`; the encoder passes each slot's own width)."""
     kind, size = parse_op(code)
-    return OP_CLASSES[kind](config, size)
+    return OP_CLASSES[kind](config, size, config.hidden_size if hidden_size is None else hidden_size)
 
 
 class NasBertEmbeddings(nn.Module):
     """Word + position + token-type embeddings, LayerNorm and dropout, then a projection to the
-    hidden size when `embedding_size` is smaller (embeddings dominate the size of small models)
+    first slot's width when `embedding_size` differs (embeddings dominate the size of small models)
     or when the config asks for one (`embedding_projection`)."""
 
     def __init__(self, config):
@@ -171,7 +189,8 @@ class NasBertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, size)
         self.LayerNorm = nn.LayerNorm(size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.projection = nn.Linear(size, config.hidden_size) if config.has_embedding_projection else None
+        first = config.slot_hidden_sizes[0]
+        self.projection = nn.Linear(size, first) if config.has_embedding_projection else None
 
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
         if inputs_embeds is None:
@@ -187,15 +206,19 @@ class NasBertEmbeddings(nn.Module):
 
 
 class NasBertEncoder(nn.Module):
+    """The op slots in order, each at its own width; a state entering a slot of another width is
+    resized first (`resize_hidden`), so every slot's output is at that slot's width."""
+
     def __init__(self, config):
         super().__init__()
-        self.layers = nn.ModuleList(build_op(code, config) for code in config.layers)
+        self.widths = config.slot_hidden_sizes
+        self.layers = nn.ModuleList(build_op(code, config, width) for code, width in zip(config.layers, self.widths))
 
     def forward(self, hidden_states, key_mask=None, output_attentions=False, output_hidden_states=False):
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        for layer in self.layers:
-            hidden_states, attentions = layer(hidden_states, key_mask, output_attentions)
+        for layer, width in zip(self.layers, self.widths):
+            hidden_states, attentions = layer(resize_hidden(hidden_states, width), key_mask, output_attentions)
             if output_hidden_states:
                 all_hidden += (hidden_states,)
             if output_attentions and attentions is not None:
@@ -431,4 +454,5 @@ __all__ = [
     "NasBertForTokenClassification",
     "NasBertForQuestionAnswering",
     "build_op",
+    "resize_hidden",
 ]

@@ -45,18 +45,21 @@ def op_flops(code, hidden, seq_len):
 
 
 def embedding_params(config):
+    """Parameters of the embeddings module: tables, LayerNorm, and the projection to the first slot's width."""
     size = config.embedding_size
+    first = config.slot_hidden_sizes[0]
     tables = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * size
-    projection = size * config.hidden_size + config.hidden_size if config.has_embedding_projection else 0
+    projection = size * first + first if config.has_embedding_projection else 0
     return tables + 2 * size + projection
 
 
 def count_params(config, embeddings=True, pooler=True):
     """Parameters of `NasBertModel(config)`; `embeddings=False` leaves out the embeddings module
-    (tables, LayerNorm and projection), `pooler=False` the pooler."""
+    (tables, LayerNorm and projection), `pooler=False` the pooler. Each slot counts at its own
+    width; the links between widths have no parameters."""
     config = _as_config(config)
     hidden = config.hidden_size
-    total = sum(op_params(code, hidden) for code in config.layers)
+    total = sum(op_params(code, width) for code, width in zip(config.layers, config.slot_hidden_sizes))
     if embeddings:
         total += embedding_params(config)
     if pooler:
@@ -65,12 +68,15 @@ def count_params(config, embeddings=True, pooler=True):
 
 
 def count_flops(config, seq_len=128, batch_size=1, pooler=True):
-    """FLOPs of one forward pass of `NasBertModel(config)` on `batch_size` sequences of `seq_len`."""
+    """FLOPs of one forward pass of `NasBertModel(config)` on `batch_size` sequences of `seq_len`.
+
+    Each slot counts at its own width; resizing between widths (slicing, zero-padding) costs none."""
     config = _as_config(config)
     hidden = config.hidden_size
-    per_sequence = sum(op_flops(code, hidden, seq_len) for code in config.layers)
+    widths = config.slot_hidden_sizes
+    per_sequence = sum(op_flops(code, width, seq_len) for code, width in zip(config.layers, widths))
     if config.has_embedding_projection:
-        per_sequence += 2 * seq_len * config.embedding_size * hidden
+        per_sequence += 2 * seq_len * config.embedding_size * widths[0]
     if pooler:
         per_sequence += 2 * hidden * hidden
     return batch_size * per_sequence

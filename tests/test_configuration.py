@@ -60,5 +60,6 @@ def test_embedding_projection_is_on_when_sizes_differ_or_when_asked():
     assert not NasBertConfig(hidden_size=64, layers=["id"]).has_embedding_projection
     assert NasBertConfig(hidden_size=64, embedding_size=32, layers=["id"]).has_embedding_projection
     assert NasBertConfig(hidden_size=64, embedding_projection=True, layers=["id"]).has_embedding_projection
-    with pytest.raises(ValueError, match="embedding_projection=False needs embedding_size == hidden_size"):
+    needs = "embedding_projection=False needs embedding_size == the first slot's hidden size"
+    with pytest.raises(ValueError, match=needs):
         NasBertConfig(hidden_size=64, embedding_size=32, embedding_projection=False, layers=["id"])
