@@ -59,6 +59,7 @@ def replace_folder(staging, target):
 def save_model_folder(model, tokenizer, metadata, out_dir):
     """Save `model` + tokenizer + `nasbert.json` + model card into `out_dir`, atomically."""
     from .model_card import build_model_card
+    from .zoo import share_permissions
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +70,7 @@ def save_model_folder(model, tokenizer, metadata, out_dir):
             tokenizer.save_pretrained(staging)
         write_json(staging / METADATA_FILE, metadata)
         (staging / "README.md").write_text(build_model_card(staging), encoding="utf-8")
+        share_permissions(staging)  # mkdtemp made it 0700: readable by all, as a plain folder would be
         replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

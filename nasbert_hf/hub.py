@@ -115,8 +115,8 @@ def push(
             (Path(folder) / "nasbert.json").write_text(json.dumps(metadata), encoding="utf-8")
             return push(folder, repo_id, private=private, token=token, revision=revision,
                         commit_message=commit_message, license=license, endpoint=endpoint)
-    model_dir = _model_dir(model_or_dir)
-    name = read_metadata(model_dir)["name"]
+    model_dir, zoo_name = _model_dir(model_or_dir)
+    name = read_metadata(model_dir, name=zoo_name)["name"]
     repo_id = repo_id_for(name, repo_id)
     api = HfApi(endpoint=endpoint, token=token)
     with _transport_errors(f"Could not reach the Hub at {api.endpoint} to push {model_dir} to {repo_id}."):
@@ -155,13 +155,17 @@ def _transport_errors(message):
 
 
 def _model_dir(model_or_dir):
-    """A folder as given, or the zoo entry of a bare name."""
+    """`(folder, zoo name)`: a folder as given (name None), or the current version of a zoo entry.
+
+    The version folder, not the entry's link, is read, so a re-install during the push cannot mix
+    two versions; the zoo name stands in for a `nasbert.json` without one.
+    """
     path = Path(model_or_dir)
     if path.is_dir():
-        return path
+        return path, None
     resolution = resolve(str(model_or_dir))
     if resolution.source == "zoo":
-        return Path(resolution.location)
+        return Path(resolution.location), resolution.name
     raise FileNotFoundError(
         f"No model folder {model_or_dir!r}: expected a folder written by `save_pretrained` or a model name "
         "installed in the zoo (`nasbert list`)."

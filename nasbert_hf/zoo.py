@@ -1,40 +1,58 @@
 """The local model zoo, and loading models by name: `AutoModel.from_pretrained("nasbert-5M")`.
 
-The zoo is a folder, `$NASBERT_HOME` (default `$XDG_CACHE_HOME/nasbert`, i.e. `~/.cache/nasbert`),
-holding one exported model per sub-folder named after the model: `nasbert install DIR` and
-`nasbert compress --install` put them there, `nasbert list` shows them.
+The zoo is a folder, `$NASBERT_HOME` (default `$XDG_CACHE_HOME/nasbert`, i.e. `~/.cache/nasbert`):
+`nasbert install DIR` and `nasbert compress --install` put models there, `nasbert list` shows them.
+Each entry `$NASBERT_HOME/<name>` is a symbolic link to a versioned copy,
+`$NASBERT_HOME/.store/<name>-<id>/`. A (re-)install copies the model into a new version and swaps
+the link with one `os.replace`, so the name always points to a complete model, old or new, even in
+the middle of a replace. Entries installed as plain folders (before the store) still load, list
+and remove; re-installing one swaps it for a link in one step as well (Linux `renameat2`).
 
-Once `install_name_resolution()` has run (`import nasbert_hf` runs it), a name given to
-`from_pretrained` of `AutoConfig`, `AutoTokenizer`, the `AutoModel*` classes NasBert registers, and
-the NasBert config and model classes is looked up in this order:
+Once `install_name_resolution()` has run (`import nasbert_hf` runs it), `from_pretrained` of
+`AutoConfig`, `AutoTokenizer`, the `AutoModel*` classes NasBert registers, the NasBert config and
+model classes, and `transformers.pipeline(model=...)` resolve the names this project owns:
 
-1. a local file or folder at that path (what transformers does anyway);
-2. the zoo, `$NASBERT_HOME/<name>`, for bare names (no `/`);
-3. the Hub: a name with a slash as given (`org/nasbert-5M`); a bare name as
-   `$NASBERT_HUB_ORG/<name>` when that variable is set, otherwise as given.
+- a bare name installed in the zoo: `$NASBERT_HOME/<name>` (after a local folder of that name);
+- a bare `nasbert-*` name that is not installed: the Hub repository `$NASBERT_HUB_ORG/<name>`
+  when that variable is set, otherwise the name as given.
 
-When nothing is found, `ModelNotFoundError` (an `OSError`, like transformers' own) lists every
-place that was tried and says whether the Hub was offline or unreachable.
+Every other argument (`bert-base-uncased`, `org/name`, a path, an object) goes to transformers
+exactly as given, and its errors are transformers' own. When one of our names is found nowhere,
+`ModelNotFoundError` (an `OSError`, like transformers' own) lists every place that was tried and
+says whether the Hub was offline or unreachable.
 
 Why the `from_pretrained` entry points and not the file-download layer: transformers decides
 "local folder or Hub repo" with `os.path.isdir(name)` in many places (config, weights, tokenizer,
 remote code) before any file is fetched. Translating the name once, where it enters, gives every
-later step an ordinary local folder or an ordinary repo id, so nothing downstream changes.
-The hook is idempotent and `uninstall_name_resolution()` restores the original methods.
+later step an ordinary local folder or an ordinary repo id, so nothing downstream changes. A zoo
+name becomes the folder of its current version, so one load never mixes two versions.
+`pipeline` is wrapped too because it looks the name up on the Hub itself (its revision, the
+processors) before any `from_pretrained`. The hook is idempotent and
+`uninstall_name_resolution()` restores the originals.
 """
 
+import ctypes
 import functools
+import inspect
 import json
+import logging
 import os
 import re
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from .modeling import NasBertConfig
 
+logger = logging.getLogger(__name__)
+
 METADATA_FILE = "nasbert.json"
+STORE = ".store"  # the versioned copies that the zoo's entries link to
+# Bare names with this prefix are the project's own on the Hub: `$NASBERT_HUB_ORG/nasbert-5M`.
+HUB_PREFIX = "nasbert-"
 # Zoo names become Hub repo names under `$NASBERT_HUB_ORG`, so they follow the Hub's rules.
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -73,28 +91,33 @@ def check_name(name):
 # -- metadata ---------------------------------------------------------------------------------
 
 
-def read_metadata(model_dir):
+def read_metadata(model_dir, name=None):
     """The metadata of an exported model folder: its `nasbert.json`, completed from `config.json`.
 
     Keys: `name`, `architecture`, `params`, `params_no_embeddings`, `flops`, `latency_ms`,
     `teacher`, `corpus`, `losses`, `scores` (missing ones are None). A folder without
-    `nasbert.json` (e.g. `nasbert convert` output) gets name, architecture and parameter counts
-    from its config.
+    `nasbert.json` (e.g. `nasbert convert` output) gets architecture and parameter counts from its
+    config, and its name from `name`, else the folder's name (a zoo link's, not its version's).
+    Unreadable files raise `ValueError` naming the file.
     """
     model_dir = Path(model_dir)
     path = model_dir / METADATA_FILE
-    metadata = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    metadata = _read_json(path) if path.is_file() else {}
     if not isinstance(metadata, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(metadata).__name__}.")
     keys = ("name", "architecture", "params", "params_no_embeddings", "flops", "latency_ms", "teacher", "corpus")
     metadata = {key: None for key in keys + ("losses", "scores")} | metadata
     if metadata["name"] is None:
-        metadata["name"] = model_dir.resolve().name
+        metadata["name"] = name or Path(os.path.abspath(model_dir)).name
     if metadata["architecture"] is None or metadata["params"] is None:
         from .architecture import Architecture
         from .cost import count_params
 
-        config = NasBertConfig.from_json_file(str(model_dir / "config.json"))
+        config_path = model_dir / "config.json"
+        try:
+            config = NasBertConfig.from_json_file(str(config_path))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{config_path} is not a readable NasBert config: {error}") from error
         metadata["architecture"] = metadata["architecture"] or str(Architecture.from_config(config))
         if metadata["params"] is None:
             metadata["params"] = count_params(config)
@@ -102,25 +125,133 @@ def read_metadata(model_dir):
     return metadata
 
 
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not valid JSON: {error}.") from error
+
+
 def check_model_dir(model_dir):
-    """Raise unless `model_dir` is a saved NasBert model: `config.json` of type nasbert and safetensors weights."""
+    """Raise unless `model_dir` is a saved NasBert model: `config.json` of type nasbert and complete
+    safetensors weights (see `check_weights`)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"Model folder {model_dir} does not exist.")
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise ValueError(f"{model_dir} has no config.json: expected a folder written by `save_pretrained`.")
-    model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+    model_type = _read_json(config_path).get("model_type")
     if model_type != NasBertConfig.model_type:
         raise ValueError(
             f"{config_path} has model_type {model_type!r}; the zoo and `nasbert push` take 'nasbert' models."
         )
-    if not any((model_dir / name).is_file() for name in _WEIGHTS):
+    check_weights(model_dir)
+    return model_dir
+
+
+def check_weights(model_dir):
+    """Raise `ValueError` naming the file unless the folder's safetensors weights are all there and whole.
+
+    A copy or download cut short leaves a file that looks fine until `from_pretrained` fails on
+    it, possibly on another machine after a push: check `model.safetensors`, or every shard the
+    `model.safetensors.index.json` names, before it is installed or shared.
+    """
+    model_dir = Path(model_dir)
+    present = [model_dir / name for name in _WEIGHTS if (model_dir / name).is_file()]
+    if not present:
         raise ValueError(
             f"{model_dir} has no safetensors weights ({' or '.join(_WEIGHTS)}); save the model with "
             "`save_pretrained` (pickled *.bin weights are not accepted)."
         )
-    return model_dir
+    for path in present:
+        if path.name.endswith(".index.json"):
+            for shard in _shards(path):
+                check_safetensors(shard)
+        else:
+            check_safetensors(path)
+
+
+def _shards(index_path):
+    weight_map = _read_json(index_path).get("weight_map") if index_path.is_file() else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{index_path} has no `weight_map` naming the weight shards.")
+    shards = [index_path.parent / name for name in sorted(set(weight_map.values()))]
+    for shard in shards:
+        if not shard.is_file():
+            raise ValueError(f"{index_path} names the shard {shard.name}, which is missing from {index_path.parent}.")
+    return shards
+
+
+def check_safetensors(path):
+    """Raise `ValueError` unless `path` is a readable safetensors file whose size matches its header.
+
+    The format is an 8-byte header length, a JSON header giving each tensor's byte range, then
+    the data: the file must end exactly where the last range ends.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        header_size = int.from_bytes(handle.read(8), "little") if size >= 8 else None
+        if header_size is None or 8 + header_size > size:
+            raise ValueError(
+                f"{path} is truncated ({size} bytes): it ends inside its safetensors header. Copy or save it again."
+            )
+        header = handle.read(header_size)
+    expected = _safetensors_size(header, header_size)
+    if expected is not None and expected != size:
+        state = "truncated" if size < expected else "longer than its header says"
+        raise ValueError(
+            f"{path} is {state}: its safetensors header describes {expected} bytes, the file has {size}. "
+            "Copy or save it again."
+        )
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as error:  # safetensors raises its own SafetensorError for every kind of damage
+        raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
+
+
+def _safetensors_size(header, header_size):
+    """The file size a safetensors header implies, or None when the header is malformed (safe_open says how)."""
+    try:
+        tensors = json.loads(header)
+        ends = [int(info["data_offsets"][1]) for key, info in tensors.items() if key != "__metadata__"]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
+    return 8 + header_size + max(ends, default=0)
+
+
+def share_permissions(folder):
+    """Give `folder` and everything in it the modes of an ordinary new folder: 0755/0644 under umask 022.
+
+    `tempfile.mkdtemp` makes 0700 folders and `NamedTemporaryFile` 0600 files, so an export or a zoo
+    built from them would be unreadable to the other users of a shared machine. Links are left alone.
+    """
+    mask = _umask()
+    folder_mode, file_mode = 0o777 & ~mask, 0o666 & ~mask
+    os.chmod(folder, folder_mode)
+    for parent, folders, files in os.walk(folder):
+        for name, mode in [(name, folder_mode) for name in folders] + [(name, file_mode) for name in files]:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):
+                os.chmod(path, mode)
+
+
+def _umask():
+    """The process umask, read without changing it where Linux shows it (/proc), else by setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # -- the zoo ----------------------------------------------------------------------------------
@@ -128,9 +259,12 @@ def check_model_dir(model_dir):
 
 @dataclass(frozen=True)
 class ZooModel:
+    """One zoo entry; `problem` says why its metadata could not be read (then `metadata` is empty)."""
+
     name: str
     path: Path
     metadata: dict = field(repr=False)
+    problem: Optional[str] = None
 
     @property
     def params(self):
@@ -148,60 +282,130 @@ class ZooModel:
 def install(model_dir, name=None, *, home=None, overwrite=False):
     """Copy the model folder `model_dir` into the zoo as `name` and return its zoo path.
 
-    `name` defaults to `nasbert.json`'s `name`, else the folder's name. The copy is made in a
-    temporary folder of the zoo and renamed into place, so a half-copied model is never visible
-    under its name. An existing entry is replaced only with `overwrite=True`.
+    `name` defaults to `nasbert.json`'s `name`, else the folder's name. The copy goes into a new
+    version folder of the store, readable by every user (`share_permissions`), and the entry's
+    link is then swapped to it in one `os.replace`: the name never points to a half-copied model,
+    nor to nothing while an existing entry is replaced (only with `overwrite=True`). The previous
+    version is deleted afterwards.
     """
     source = check_model_dir(model_dir).resolve()
-    name = check_name(name or read_metadata(source)["name"])
+    name = check_name(name or read_metadata(model_dir)["name"])
     root = zoo_home(home)
-    target = root / name
-    if target.resolve() == source:
-        raise ValueError(f"{source} is already the zoo entry {name!r}.")
-    if target.exists() and not overwrite:
-        raise FileExistsError(
-            f"The zoo already has {name!r} at {target}; pass overwrite=True (`--force`) to replace it."
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    entry = root / name
+    if os.path.lexists(entry):
+        if entry.resolve() == source:
+            raise ValueError(f"{source} is already the zoo entry {name!r}.")
+        if not overwrite:
+            raise FileExistsError(
+                f"The zoo already has {name!r} at {entry}; pass overwrite=True (`--force`) to replace it."
+            )
+    store = root / STORE
+    store.mkdir(parents=True, exist_ok=True)
+    version = store / f"{name}-{uuid.uuid4().hex[:12]}"
     try:
-        shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".git", "__pycache__", ".tmp-*"))
-        if target.exists():
-            # Two renames: the old entry disappears for an instant but is never seen half-replaced.
-            retired = root / f".old-{name}-{uuid.uuid4().hex[:8]}"
-            os.replace(target, retired)
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        shutil.copytree(source, version, ignore=shutil.ignore_patterns(".git", "__pycache__", ".tmp-*"))
+        share_permissions(version)
+        previous = _point(entry, version)
+    except BaseException:
+        shutil.rmtree(version, ignore_errors=True)
+        raise
+    _discard(previous)
+    return entry
+
+
+def _point(entry, version):
+    """Make `entry` a link to `version` in one step; return what the entry held before, to delete (or None)."""
+    link = entry.with_name(f".tmp-link-{entry.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.symlink(os.path.relpath(version, entry.parent), link, target_is_directory=True)
+    except OSError as error:
+        raise OSError(f"Could not create the link {link} -> {version}: the zoo at {entry.parent} needs a file "
+                      f"system with symbolic links ({error}).") from error
+    try:
+        if entry.is_dir() and not entry.is_symlink():
+            return _exchange(link, entry)  # a plain folder from before the store
+        previous = _version_of(entry)
+        os.replace(link, entry)
+        return previous
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+        if os.path.islink(link):
+            os.unlink(link)
+
+
+def _exchange(link, folder):
+    """Put `link` where the plain `folder` is and return where the folder went, leaving no moment without one.
+
+    `rename` cannot replace a folder by a link, but Linux's `renameat2(RENAME_EXCHANGE)` swaps the
+    two names atomically. Elsewhere the folder is moved aside first: the name is missing for an instant.
+    """
+    retired = folder.with_name(f".old-{folder.name}-{uuid.uuid4().hex[:8]}")
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform == "linux" else None
+    if renameat2 is not None:
+        at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+        if renameat2(at_cwd, os.fsencode(link), at_cwd, os.fsencode(folder), exchange) == 0:
+            os.replace(link, retired)  # `link` now names the old folder
+            return retired
+        logger.debug("renameat2 failed (%s); replacing %s in two steps", os.strerror(ctypes.get_errno()), folder)
+    os.replace(folder, retired)
+    os.replace(link, folder)
+    return retired
+
+
+def _version_of(entry):
+    """The store folder a zoo link points to, or None (not a link, or pointing outside this zoo's store)."""
+    if not entry.is_symlink():
+        return None
+    target = Path(os.path.realpath(entry))
+    return target if target.parent == Path(os.path.realpath(entry.parent / STORE)) else None
+
+
+def _discard(path):
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def list_models(home=None):
-    """Every model in the zoo, sorted by name (entries that are not model folders are skipped)."""
+    """Every model in the zoo, sorted by name; folders without `config.json` are skipped.
+
+    An entry whose metadata cannot be read is listed with `problem` set (naming the file and what
+    is wrong with it) rather than failing the whole listing.
+    """
     root = zoo_home(home)
     if not root.is_dir():
         return []
     models = []
     for path in sorted(root.iterdir()):
-        if path.name.startswith(".") or not (path / "config.json").is_file():
+        if path.name.startswith("."):
             continue
-        models.append(ZooModel(path.name, path, read_metadata(path)))
+        if path.is_symlink() and not path.exists():
+            models.append(ZooModel(path.name, path, {}, f"{path} links to {os.readlink(path)}, which is missing."))
+        elif (path / "config.json").is_file():
+            models.append(_zoo_model(path))
     return models
+
+
+def _zoo_model(path):
+    try:
+        return ZooModel(path.name, path, read_metadata(path, name=path.name))
+    except Exception as error:  # one unreadable entry must not hide the others
+        problem = str(error) if str(path) in str(error) else f"{path}: {type(error).__name__}: {error}"
+        return ZooModel(path.name, path, {}, problem)
 
 
 def remove(name, *, home=None):
     """Delete the zoo entry `name`; raise `FileNotFoundError` (listing what is installed) if absent."""
-    target = zoo_home(home) / check_name(name)
-    if not (target / "config.json").is_file():
+    entry = zoo_home(home) / check_name(name)
+    if entry.is_symlink():
+        version = _version_of(entry)
+        os.unlink(entry)
+        _discard(version)
+        return
+    if not (entry / "config.json").is_file():
         installed = ", ".join(model.name for model in list_models(home)) or "none"
-        raise FileNotFoundError(f"No model {name!r} in the zoo at {target.parent} (installed: {installed}).")
-    retired = target.parent / f".old-{name}-{uuid.uuid4().hex[:8]}"
-    os.replace(target, retired)
-    shutil.rmtree(retired, ignore_errors=True)
+        raise FileNotFoundError(f"No model {name!r} in the zoo at {entry.parent} (installed: {installed}).")
+    retired = entry.with_name(f".old-{name}-{uuid.uuid4().hex[:8]}")
+    os.replace(entry, retired)
+    _discard(retired)
 
 
 # -- name resolution --------------------------------------------------------------------------
@@ -209,36 +413,63 @@ def remove(name, *, home=None):
 
 @dataclass(frozen=True)
 class Resolution:
-    """Where a name points: `source` is 'local', 'zoo', 'hub' or 'missing'; `searched` lists what was tried."""
+    """Where a name points. `source`: 'zoo', 'hub' or 'missing' for the project's own names (see
+    `owned`); 'local' (an existing path) or 'other' for everything transformers resolves by itself.
+    `searched` lists what was tried."""
 
     name: str
     location: str
     source: str
     searched: tuple
 
+    @property
+    def owned(self):
+        """Whether the hook translates this name; all others reach transformers unchanged."""
+        return self.source in ("zoo", "hub", "missing")
+
 
 def resolve(name, *, home=None):
-    """Find what `from_pretrained(name)` should load: a local path, a zoo folder or a Hub repo id.
+    """Find what `from_pretrained(name)` loads once the hook is on: a local path, a zoo folder or a Hub repo id.
 
-    Nothing is fetched: a 'hub' result only says which repository to ask for.
+    A zoo name resolves to the folder of its current version, so that everything one load reads
+    comes from the same install. Nothing is fetched: a 'hub' result only says which repository to ask for.
     """
     text = os.fspath(name)
+    if not isinstance(text, str):
+        return Resolution(text, text, "other", ())
     if os.path.exists(text):
         return Resolution(text, text, "local", ())
+    if not _NAME.match(text):  # 'org/name', './folder', ...: transformers' business
+        return Resolution(text, text, "other", ())
     searched = [f"local folder {os.path.abspath(text)}: not found"]
-    bare = "/" not in text and "\\" not in text
-    if bare and _NAME.match(text):
-        entry = zoo_home(home) / text
-        if (entry / "config.json").is_file():
-            return Resolution(text, str(entry), "zoo", tuple(searched))
-        searched.append(f"model zoo {entry}: not installed (NASBERT_HOME={zoo_home(home)})")
+    entry = zoo_home(home) / text
+    if os.path.isfile(os.path.join(entry, "config.json")):
+        return Resolution(text, os.path.realpath(entry), "zoo", tuple(searched))
+    if not text.startswith(HUB_PREFIX):
+        return Resolution(text, text, "other", ())
+    searched.append(f"model zoo {entry}: not installed (NASBERT_HOME={zoo_home(home)})")
     org = hub_org()
-    repo_id = f"{org}/{text}" if bare and org else text
-    if _REPO_ID.match(repo_id) or (bare and _NAME.match(repo_id)):
-        hint = "" if not bare or org else " (set NASBERT_HUB_ORG to look under an organisation)"
-        searched.append(f"Hub repository {repo_id!r} at {_endpoint()}{hint}")
-        return Resolution(text, repo_id, "hub", tuple(searched))
-    return Resolution(text, text, "missing", tuple(searched))
+    if org is None:
+        searched.append(f"Hub repository {text!r} at {_endpoint()} (set NASBERT_HUB_ORG to look under an organisation)")
+        return Resolution(text, text, "hub", tuple(searched))
+    repo_id = f"{org}/{text}"
+    if not _REPO_ID.match(repo_id):
+        searched.append(f"the Hub: NASBERT_HUB_ORG={org!r} is not a valid organisation name")
+        return Resolution(text, text, "missing", tuple(searched))
+    searched.append(f"Hub repository {repo_id!r} at {_endpoint()}")
+    return Resolution(text, repo_id, "hub", tuple(searched))
+
+
+def _owned(name):
+    """`resolve(name)` when the name is one of the project's, else None (pass it through untouched)."""
+    if not isinstance(name, (str, os.PathLike)):
+        return None
+    try:
+        resolution = resolve(name)
+    except Exception:  # the hook must never break a load that is not ours
+        logger.debug("Could not check whether %r is a zoo or Hub name; passing it through", name, exc_info=True)
+        return None
+    return resolution if resolution.owned else None
 
 
 def _endpoint():
@@ -294,65 +525,120 @@ def _not_found(resolution, reason):
     return ModelNotFoundError("\n".join(lines))
 
 
+def _reported(resolution, call, kwargs):
+    """Run `call()` for an owned name; a Hub failure meaning "no such model" becomes `ModelNotFoundError`."""
+    if resolution.source == "missing":
+        raise _not_found(resolution, None)
+    try:
+        return call()
+    except OSError as error:
+        reason = _hub_failure(error, kwargs) if resolution.source == "hub" else None
+        if reason is None:
+            raise
+        # A nested call (AutoModel -> AutoConfig) already raised for the resolved name: report the
+        # name the caller gave, chained to the original Hub error.
+        cause = error.__cause__ if isinstance(error, ModelNotFoundError) and error.__cause__ else error
+        raise _not_found(resolution, reason) from cause
+
+
 def _resolving(function):
-    """Wrap a `from_pretrained` function so that its first argument goes through `resolve`."""
+    """Wrap a `from_pretrained` function: the project's names are translated, all else passes as given."""
 
     @functools.wraps(function)
     def from_pretrained(cls, *args, **kwargs):
-        name = args[0] if args else kwargs.get("pretrained_model_name_or_path")
-        if not isinstance(name, (str, os.PathLike)):
+        resolution = _owned(args[0] if args else kwargs.get("pretrained_model_name_or_path"))
+        if resolution is None:
             return function(cls, *args, **kwargs)
-        resolution = resolve(name)
-        if resolution.source == "missing":
-            raise _not_found(resolution, None)
         if args:
             args = (resolution.location, *args[1:])
         else:
             kwargs["pretrained_model_name_or_path"] = resolution.location
-        try:
-            return function(cls, *args, **kwargs)
-        except OSError as error:
-            reason = _hub_failure(error, kwargs) if resolution.source == "hub" else None
-            if reason is None:
-                raise
-            # A nested call (AutoModel -> AutoConfig) already raised for the resolved name: report the
-            # name the caller gave, chained to the original Hub error.
-            cause = error.__cause__ if isinstance(error, ModelNotFoundError) and error.__cause__ else error
-            raise _not_found(resolution, reason) from cause
+        return _reported(resolution, lambda: function(cls, *args, **kwargs), kwargs)
 
     from_pretrained.__nasbert_resolving__ = True
     return from_pretrained
 
 
-_ORIGINALS = {}  # class -> its own `from_pretrained` entry before the hook (None when inherited)
+_PIPELINE_NAMES = ("model", "config", "tokenizer")  # the arguments of `pipeline` that name a model folder
+
+
+def _resolving_pipeline(function):
+    """Wrap `transformers.pipeline`: its `model`, `config` and `tokenizer` names are translated up front.
+
+    The Auto classes alone are not enough: `pipeline` first resolves the name's Hub revision and
+    looks for processor files under it, which for a zoo name means Hub requests (and retries when
+    offline) for a repository that does not exist.
+    """
+    parameters = enumerate(inspect.signature(function).parameters)
+    positions = {name: index for index, name in parameters if name in _PIPELINE_NAMES}
+
+    @functools.wraps(function)
+    def pipeline(*args, **kwargs):
+        args, resolutions = list(args), []
+        for name, index in positions.items():
+            value = args[index] if index < len(args) else kwargs.get(name)
+            resolution = _owned(value)
+            if resolution is None:
+                continue
+            resolutions.append(resolution)
+            if index < len(args):
+                args[index] = resolution.location
+            else:
+                kwargs[name] = resolution.location
+        if not resolutions:
+            return function(*args, **kwargs)
+        for resolution in resolutions:
+            if resolution.source == "missing":
+                raise _not_found(resolution, None)
+        # A Hub failure is reported for the first of our names (the model's, usually the only one).
+        return _reported(resolutions[0], lambda: function(*args, **kwargs), kwargs)
+
+    pipeline.__nasbert_resolving__ = True
+    return pipeline
+
+
+_ORIGINALS = {}  # (owner, attribute) -> the owner's own value before the hook (None when inherited or lazy)
 
 
 def _entry_points():
+    """(owner, attribute, wrapper) for every entry point the hook wraps."""
+    import transformers
+    import transformers.pipelines
     from transformers import AutoConfig, AutoTokenizer
 
     from .auto import AUTO_CLASSES
     from .modeling import NasBertPreTrainedModel
 
-    return [AutoConfig, AutoTokenizer, *AUTO_CLASSES, NasBertConfig, NasBertPreTrainedModel]
+    classes = [AutoConfig, AutoTokenizer, *AUTO_CLASSES, NasBertConfig, NasBertPreTrainedModel]
+    points = [(cls, "from_pretrained", lambda cls=cls: classmethod(_resolving(cls.from_pretrained.__func__)))
+              for cls in classes]
+    pipeline = transformers.pipelines.pipeline
+    wrapped = pipeline if getattr(pipeline, "__nasbert_resolving__", False) else _resolving_pipeline(pipeline)
+    # Both names get the same wrapper. The package first: its lazy attribute would copy the wrapper
+    # from `transformers.pipelines` if that came first, and the original could not be restored.
+    points += [(owner, "pipeline", lambda: wrapped) for owner in (transformers, transformers.pipelines)]
+    return points
 
 
 def install_name_resolution():
-    """Make `from_pretrained(name)` consult the zoo and `$NASBERT_HUB_ORG` (see the module doc). Idempotent."""
-    for cls in _entry_points():
-        if cls in _ORIGINALS:
+    """Make `from_pretrained(name)` and `pipeline(model=name)` resolve the project's names (see the module doc).
+
+    Idempotent; every name that is not the project's passes through unchanged.
+    """
+    for owner, attribute, wrapper in _entry_points():
+        current = getattr(owner, attribute)
+        current = getattr(current, "__func__", current)
+        if (owner, attribute) in _ORIGINALS or getattr(current, "__nasbert_resolving__", False):
             continue
-        function = cls.from_pretrained.__func__
-        if getattr(function, "__nasbert_resolving__", False):
-            continue
-        _ORIGINALS[cls] = cls.__dict__.get("from_pretrained")
-        cls.from_pretrained = classmethod(_resolving(function))
+        _ORIGINALS[owner, attribute] = owner.__dict__.get(attribute)
+        setattr(owner, attribute, wrapper())
 
 
 def uninstall_name_resolution():
-    """Restore the original `from_pretrained` methods."""
-    for cls, original in list(_ORIGINALS.items()):
+    """Restore the original `from_pretrained` methods and `pipeline`."""
+    for (owner, attribute), original in list(_ORIGINALS.items()):
         if original is None:
-            del cls.from_pretrained
+            delattr(owner, attribute)
         else:
-            cls.from_pretrained = original
-        del _ORIGINALS[cls]
+            setattr(owner, attribute, original)
+        del _ORIGINALS[owner, attribute]

@@ -107,6 +107,9 @@ def test_push_then_load_in_fresh_processes(server, api, model_dir, tmp_path):
     assert report["token_ids"] == report["local_token_ids"]
     assert report["missing"][0] == "ModelNotFoundError" and f"'{ORG}/nasbert-missing'" in report["missing"][1]
     assert "no such repository" in report["missing"][1]
+    # A full repo id is not translated: transformers' own error.
+    assert report["missing_full_id"][0] != "ModelNotFoundError" and "nasbert-missing" in report["missing_full_id"][1]
+    assert report["pipeline_equal"]
     assert {"config.json", "model.safetensors", "modeling_nasbert.py"} <= set(api.list_repo_files(f"{ORG}/pushed"))
 
     # 2. Without nasbert_hf (it cannot even be imported): trust_remote_code loads the pushed code.
@@ -144,10 +147,17 @@ report = {
     "token_ids": AutoTokenizer.from_pretrained("nasbert-tiny")("pushed over http")["input_ids"],
     "local_token_ids": AutoTokenizer.from_pretrained(local)("pushed over http")["input_ids"],
 }
-try:
-    AutoModel.from_pretrained("nasbert-org/nasbert-missing")
-except OSError as error:
-    report["missing"] = [type(error).__name__, str(error)]
+for key, name in [("missing", "nasbert-missing"), ("missing_full_id", "nasbert-org/nasbert-missing")]:
+    try:
+        AutoModel.from_pretrained(name)
+    except OSError as error:
+        report[key] = [type(error).__name__, str(error)]
+from transformers import pipeline
+features = torch.tensor(pipeline("feature-extraction", model="nasbert-tiny")("pushed over http"))
+with torch.no_grad():
+    expected = AutoModel.from_pretrained(local)(**AutoTokenizer.from_pretrained(local)("pushed over http",
+                                                                                     return_tensors="pt"))
+report["pipeline_equal"] = torch.allclose(features, expected.last_hidden_state, atol=1e-6)
 import huggingface_hub.constants
 huggingface_hub.constants.HF_HUB_OFFLINE = True  # what HF_HUB_OFFLINE=1 sets: the cache is enough now
 report["offline_equal"] = torch.equal(logits(AutoModelForMaskedLM.from_pretrained("nasbert-tiny")), logits(local_model))
@@ -304,3 +314,40 @@ def test_interrupted_push_leaves_no_half_written_revision(server, api, model_dir
     sha, files, weights = repo_state(api, repo_id, tmp_path)
     assert files == EXPECTED_FILES and weights == (v2 / "model.safetensors").read_bytes()
     assert server.incomplete_commits in (1, 2)
+
+
+ZOO_AND_HUB = """
+import json, sys
+import torch
+from safetensors.torch import load_file, save_file
+import nasbert_hf
+from transformers import AutoModelForMaskedLM
+
+inputs, out = load_file(sys.argv[1]), sys.argv[2]
+def logits(name):
+    with torch.no_grad():
+        return AutoModelForMaskedLM.from_pretrained(name)(**inputs).logits
+save_file({"bare": logits("nasbert-tiny"), "full_id": logits("nasbert-org/nasbert-tiny")}, out)
+print(json.dumps({}))
+"""
+
+
+def test_a_name_in_the_zoo_and_on_the_hub(server, model_dir, tmp_path):
+    """The zoo comes before `$NASBERT_HUB_ORG/<name>`; the full repo id still reaches the Hub."""
+    from nasbert_hf import zoo
+
+    hub.push(model_dir, f"{ORG}/nasbert-tiny", token=TOKEN, endpoint=server.url)
+    installed = make_model_dir(tmp_path / "other" / "nasbert-tiny", seed=5)
+    zoo.install(installed, home=tmp_path / "zoo")
+    input_ids, attention_mask = random_inputs(30522)
+    save_file({"input_ids": input_ids, "attention_mask": attention_mask}, tmp_path / "inputs.safetensors")
+    env = child_env(server, tmp_path, NASBERT_HUB_ORG=ORG, NASBERT_HOME=str(tmp_path / "zoo"))
+    run_child(ZOO_AND_HUB, env, tmp_path / "inputs.safetensors", tmp_path / "out.safetensors")
+    outputs = load_file(tmp_path / "out.safetensors")
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    with torch.no_grad():
+        expected = {name: NasBertForMaskedLM.from_pretrained(folder).eval()(**inputs).logits
+                    for name, folder in [("zoo", installed), ("hub", model_dir)]}
+    assert torch.equal(outputs["bare"], expected["zoo"]) and torch.equal(outputs["full_id"], expected["hub"])
+    assert not torch.equal(expected["zoo"], expected["hub"])
+    assert server.unknown_routes == [] and server.server_errors == []

@@ -3,6 +3,7 @@
 import filecmp
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,10 +13,12 @@ import huggingface_hub.constants
 import pytest
 import torch
 from conftest import random_inputs
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer
+import transformers
+import transformers.pipelines
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertConfig
 
 import nasbert_hf
-from nasbert_hf import NasBertConfig, NasBertForMaskedLM, zoo
+from nasbert_hf import NasBertConfig, NasBertForMaskedLM, NasBertModel, export, zoo
 from nasbert_hf.cli import main
 
 LAYERS = ["mha:2", "ffn:64", "conv:3", "id"]
@@ -71,7 +74,10 @@ def test_install_copies_the_folder_and_lists_it(home, model_dir):
     assert path == home / "nasbert-tiny"
     comparison = filecmp.dircmp(model_dir, path)
     assert not comparison.left_only and not comparison.right_only and not comparison.diff_files
-    assert [p.name for p in home.iterdir()] == ["nasbert-tiny"]  # no temporary folder left behind
+    # The entry is a link to the one version in the store; no temporary folder or link is left behind.
+    assert sorted(p.name for p in home.iterdir()) == [".store", "nasbert-tiny"]
+    (version,) = (home / ".store").iterdir()
+    assert path.is_symlink() and path.resolve() == version and version.name.startswith("nasbert-tiny-")
 
     (entry,) = zoo.list_models()
     metadata = json.loads((model_dir / "nasbert.json").read_text())
@@ -88,7 +94,8 @@ def test_install_refuses_to_overwrite_unless_asked(home, model_dir, tmp_path):
     zoo.install(other, overwrite=True)
     replaced = NasBertForMaskedLM.from_pretrained(home / "nasbert-tiny")
     assert torch.equal(logits(replaced), logits(NasBertForMaskedLM.from_pretrained(other)))
-    assert [p.name for p in home.iterdir()] == ["nasbert-tiny"]
+    assert sorted(p.name for p in home.iterdir()) == [".store", "nasbert-tiny"]
+    assert [p.name for p in (home / ".store").iterdir()] == [(home / "nasbert-tiny").resolve().name]  # v1 deleted
 
 
 def test_install_rejects_bad_input(home, model_dir, tmp_path):
@@ -132,13 +139,16 @@ def test_resolve_order_and_hub_names(home, model_dir, monkeypatch):
     zoo.install(model_dir)
     assert zoo.resolve(str(model_dir)).source == "local"
     in_zoo = zoo.resolve("nasbert-tiny")
-    assert (in_zoo.source, in_zoo.location) == ("zoo", str(home / "nasbert-tiny"))
+    # The current version's folder: everything one load reads comes from the same install.
+    assert (in_zoo.source, in_zoo.location) == ("zoo", os.path.realpath(home / "nasbert-tiny"))
     assert (zoo.resolve("nasbert-5M").source, zoo.resolve("nasbert-5M").location) == ("hub", "nasbert-5M")
     monkeypatch.setenv("NASBERT_HUB_ORG", "my-org")
     assert zoo.resolve("nasbert-tiny").source == "zoo"  # the zoo still comes before the Hub
     assert zoo.resolve("nasbert-5M").location == "my-org/nasbert-5M"
-    assert zoo.resolve("other-org/nasbert-5M").location == "other-org/nasbert-5M"
-    assert zoo.resolve("./missing/folder").source == "missing"
+    # Names the project does not own are transformers' business, org or not.
+    for name in ("other-org/nasbert-5M", "bert-base-uncased", "./missing/folder"):
+        resolution = zoo.resolve(name)
+        assert (resolution.source, resolution.location, resolution.owned) == ("other", name, False)
 
 
 def test_not_found_anywhere_lists_where_it_looked(home, monkeypatch):
@@ -150,8 +160,10 @@ def test_not_found_anywhere_lists_where_it_looked(home, monkeypatch):
     message = str(error)
     assert "nasbert-404" in message and str(home / "nasbert-404") in message
     assert "'my-org/nasbert-404'" in message and "offline" in message
-    with pytest.raises(zoo.ModelNotFoundError, match="local folder .*missing"):
+    # Not one of the project's names: transformers' own error.
+    with pytest.raises(OSError) as caught:
         AutoTokenizer.from_pretrained("./missing/tokenizer")
+    assert not isinstance(caught.value, zoo.ModelNotFoundError)
 
 
 def test_unreachable_hub_is_classified():
@@ -199,6 +211,8 @@ def test_hook_is_idempotent_and_reversible(home, model_dir):
     zoo.uninstall_name_resolution()
     try:
         assert not hasattr(AutoConfig.from_pretrained.__func__, "__nasbert_resolving__")
+        assert not hasattr(transformers.pipeline, "__nasbert_resolving__")
+        assert transformers.pipeline is transformers.pipelines.pipeline
         with pytest.raises(OSError) as caught:
             AutoConfig.from_pretrained("nasbert-tiny")
         assert not isinstance(caught.value, zoo.ModelNotFoundError)
@@ -209,7 +223,7 @@ def test_hook_is_idempotent_and_reversible(home, model_dir):
 def test_remove(home, model_dir):
     zoo.install(model_dir)
     zoo.remove("nasbert-tiny")
-    assert zoo.list_models() == []
+    assert zoo.list_models() == [] and list((home / ".store").iterdir()) == []  # the version is gone too
     with pytest.raises(FileNotFoundError, match="installed: none"):
         zoo.remove("nasbert-tiny")
 
@@ -227,3 +241,219 @@ def test_cli_install_and_list(home, model_dir, capsys):
     assert main(["list", "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert (listed["path"], listed["params"]) == (str(home / "tiny-cli"), params)
+
+
+# -- names the project does not own pass through untouched ----------------------------------
+
+
+def test_other_names_reach_transformers_unchanged(home, model_dir, monkeypatch):
+    zoo.install(model_dir)
+    monkeypatch.setenv("NASBERT_HUB_ORG", "my-org")
+    calls = []
+
+    def spy(cls, *args, **kwargs):
+        calls.append((cls, args, kwargs))
+
+    from_pretrained = zoo._resolving(spy)
+    revision, options = "main", {"num_labels": 2}
+    for name in ["bert-base-uncased", "google-bert/bert-base-uncased", "./some/folder", home.parent / "nowhere",
+                 {"not": "a name"}, None]:
+        calls.clear()
+        from_pretrained(AutoConfig, name, revision, **options)
+        ((cls, args, kwargs),) = calls
+        assert cls is AutoConfig and args[0] is name and args[1] is revision and kwargs == options
+        calls.clear()
+        from_pretrained(AutoConfig, pretrained_model_name_or_path=name)
+        assert calls[0][2]["pretrained_model_name_or_path"] is name
+    from_pretrained(AutoConfig, "nasbert-tiny")  # ours: the zoo version's folder
+    assert calls[-1][1] == (os.path.realpath(home / "nasbert-tiny"),)
+
+    # End to end: the same error, word for word, as transformers without the hook (no 'my-org/' lookup).
+    original = AutoConfig.from_pretrained.__func__.__wrapped__
+    errors = []
+    for load in (AutoConfig.from_pretrained, lambda name: original(AutoConfig, name)):
+        with pytest.raises(OSError) as caught:
+            load("bert-base-uncased")
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1] and "my-org" not in errors[0][1]
+
+
+def test_pipeline_wrapper_passes_other_names_through(home, model_dir, monkeypatch):
+    zoo.install(model_dir)
+    monkeypatch.setenv("NASBERT_HUB_ORG", "my-org")
+    calls = []
+
+    def spy(task=None, model=None, config=None, tokenizer=None, **kwargs):
+        calls.append((task, model, config, tokenizer, kwargs))
+
+    pipeline = zoo._resolving_pipeline(spy)
+    bert = object()
+    pipeline("fill-mask", "bert-base-uncased", tokenizer=bert, device="cpu")
+    assert calls[-1][1] == "bert-base-uncased" and calls[-1][3] is bert and calls[-1][4] == {"device": "cpu"}
+    pipeline("feature-extraction", model="nasbert-tiny", tokenizer="nasbert-tiny")
+    folder = os.path.realpath(home / "nasbert-tiny")
+    assert calls[-1][1:4] == (folder, None, folder)
+    assert transformers.pipeline is transformers.pipelines.pipeline
+    assert transformers.pipeline.__nasbert_resolving__
+
+
+def test_local_folders_named_like_hub_ids_load_as_before(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("NASBERT_HUB_ORG", "my-org")
+    monkeypatch.chdir(tmp_path)
+    local = make_model_dir(tmp_path / "nasbert-org" / "nasbert-tiny", seed=4)
+    loaded = AutoModelForMaskedLM.from_pretrained("nasbert-org/nasbert-tiny")
+    assert torch.equal(logits(loaded), logits(NasBertForMaskedLM.from_pretrained(local)))
+    BertConfig(hidden_size=48, num_attention_heads=4).save_pretrained(tmp_path / "bert-tiny")
+    assert AutoConfig.from_pretrained("bert-tiny").hidden_size == 48
+
+
+def test_pipeline_by_zoo_name(home, model_dir, monkeypatch):
+    zoo.install(model_dir)
+    asked = []
+    revision = transformers.pipelines.resolve_revision
+    monkeypatch.setattr(transformers.pipelines, "resolve_revision",
+                        lambda name, *args, **kwargs: asked.append(name) or revision(name, *args, **kwargs))
+    pipe = transformers.pipeline("feature-extraction", model="nasbert-tiny")
+    # The pipeline itself got the zoo folder: it never asked the Hub about a repository named 'nasbert-tiny'.
+    assert asked == [os.path.realpath(home / "nasbert-tiny")]
+    features = torch.tensor(pipe("a small model"))[0]
+    model = NasBertModel.from_pretrained(model_dir).eval()
+    inputs = AutoTokenizer.from_pretrained(model_dir)("a small model", return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**inputs).last_hidden_state[0]
+    assert torch.allclose(features, expected, atol=1e-6)
+    monkeypatch.setenv("NASBERT_HUB_ORG", "my-org")
+    with pytest.raises(zoo.ModelNotFoundError, match="(?s)'my-org/nasbert-404'.*offline"):
+        transformers.pipeline("feature-extraction", model="nasbert-404")
+
+
+# -- a robust zoo: broken entries, truncated weights, permissions, atomic replace -------------
+
+
+def test_a_broken_entry_is_flagged_and_the_others_listed(home, model_dir, tmp_path, capsys):
+    zoo.install(model_dir)
+    zoo.install(make_model_dir(tmp_path / "bad", name="nasbert-bad", seed=1))
+    broken_file = home / "nasbert-bad" / "nasbert.json"
+    broken_file.write_text('{"name": "nasbert-bad", ')
+    good, bad = sorted(zoo.list_models(), key=lambda model: model.name != "nasbert-tiny")
+    assert (good.name, good.problem, bad.name, bad.metadata) == ("nasbert-tiny", None, "nasbert-bad", {})
+    assert str(broken_file) in bad.problem and "not valid JSON" in bad.problem
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr()
+    assert "| nasbert-tiny |" in out.out and "nasbert-bad" not in out.out
+    assert "Broken zoo entry 'nasbert-bad'" in out.err and str(broken_file) in out.err
+    assert main(["list", "--json"]) == 0
+    records = {record["name"]: record for record in json.loads(capsys.readouterr().out)}
+    assert "problem" not in records["nasbert-tiny"] and str(broken_file) in records["nasbert-bad"]["problem"]
+
+
+def test_install_rejects_truncated_or_damaged_weights(home, model_dir):
+    weights = model_dir / "model.safetensors"
+    whole = weights.read_bytes()
+    for damaged, problem in [(whole[:-100], "truncated"), (whole[:40], "truncated"), (whole[:5], "truncated"),
+                             (whole + b"\0" * 10, "longer than its header says"),
+                             (whole[:8] + b"x" * (len(whole) - 8), "not a readable safetensors file")]:
+        weights.write_bytes(damaged)
+        with pytest.raises(ValueError, match=problem) as caught:
+            zoo.install(model_dir)
+        assert str(weights) in str(caught.value)
+    assert not home.exists()  # checked before anything is written to the zoo
+
+
+def test_sharded_weights_are_checked_shard_by_shard(home, model_dir):
+    weights = model_dir / "model.safetensors"
+    weights.rename(model_dir / "model-00001-of-00001.safetensors")
+    index = {"metadata": {}, "weight_map": {"cls.bias": "model-00001-of-00001.safetensors"}}
+    (model_dir / "model.safetensors.index.json").write_text(json.dumps(index))
+    zoo.check_model_dir(model_dir)
+    shard = model_dir / "model-00001-of-00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-1])
+    with pytest.raises(ValueError, match=f"{shard}.*truncated"):
+        zoo.install(model_dir)
+    shard.unlink()
+    with pytest.raises(ValueError, match="names the shard model-00001-of-00001.safetensors, which is missing"):
+        zoo.install(model_dir)
+
+
+def modes(folder):
+    """{relative path: permission bits} of a folder and everything in it."""
+    return {path.relative_to(folder).as_posix(): path.stat().st_mode & 0o777 for path in [folder, *folder.rglob("*")]}
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_installed_and_exported_folders_are_readable_by_everyone(home, model_dir, tmp_path, umask_022):
+    # What tempfile makes: a 0700 folder of 0600 files.
+    for path in [model_dir, *model_dir.rglob("*")]:
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    entry = zoo.install(model_dir)
+    installed = modes(entry.resolve())
+    assert installed.pop(".") == 0o755 and set(installed.values()) == {0o644}
+    assert modes(home)["."] == 0o755 and modes(home / ".store")["."] == 0o755
+
+    model = NasBertForMaskedLM.from_pretrained(model_dir)
+    metadata = export.model_metadata("nasbert-tiny", nasbert_hf.Architecture.from_config(model.config), model.config)
+    out = export.save_model_folder(model, None, metadata, tmp_path / "exported" / "nasbert-tiny")
+    exported = modes(out)
+    assert exported.pop(".") == 0o755 and set(exported.values()) == {0o644}
+    assert {"nasbert.json", "model.safetensors", "README.md"} <= set(exported)
+
+
+def test_reinstalling_never_leaves_the_name_without_a_whole_model(home, model_dir, tmp_path, monkeypatch):
+    """At every rename and deletion of a re-install, the name loads a complete model: the old one or the new."""
+    zoo.install(model_dir)
+    new = make_model_dir(tmp_path / "v2" / "nasbert-tiny", seed=7)
+    versions = [logits(NasBertForMaskedLM.from_pretrained(folder)) for folder in (model_dir, new)]
+    seen = []
+
+    def loads_a_whole_model(step):
+        loaded = logits(AutoModelForMaskedLM.from_pretrained("nasbert-tiny"))
+        seen.append((step, [torch.equal(loaded, version) for version in versions].index(True)))
+
+    def checking(function, step):
+        def call(*args, **kwargs):
+            loads_a_whole_model(f"before {step}")
+            result = function(*args, **kwargs)
+            loads_a_whole_model(f"after {step}")
+            return result
+        return call
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", checking(os.replace, "os.replace"))
+        patch.setattr(zoo.shutil, "rmtree", checking(shutil.rmtree, "rmtree"))
+        zoo.install(new, overwrite=True)
+    assert seen and seen[0][1] == 0 and seen[-1][1] == 1  # from the old version to the new, never a gap
+    assert [p.name for p in (home / ".store").iterdir()] == [(home / "nasbert-tiny").resolve().name]
+
+
+def test_plain_folder_entries_from_before_the_store_still_work(home, model_dir, tmp_path, monkeypatch):
+    home.mkdir(parents=True)
+    shutil.copytree(model_dir, home / "nasbert-tiny")  # what older versions installed
+    (entry,) = zoo.list_models()
+    assert (entry.name, entry.problem) == ("nasbert-tiny", None)
+    expected = logits(NasBertForMaskedLM.from_pretrained(model_dir))
+    assert torch.equal(logits(AutoModelForMaskedLM.from_pretrained("nasbert-tiny")), expected)
+
+    # Re-installing turns it into a link in one step (renameat2 on Linux): never missing in between.
+    new = make_model_dir(tmp_path / "v2" / "nasbert-tiny", seed=7)
+    replace = os.replace
+    states = []
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", lambda *args: states.append(
+            (home / "nasbert-tiny" / "model.safetensors").is_file()) or replace(*args))
+        zoo.install(new, overwrite=True)
+    assert (home / "nasbert-tiny").is_symlink()
+    assert all(states) or sys.platform != "linux"  # elsewhere: two renames, missing for an instant
+    assert sorted(p.name for p in home.iterdir()) == [".store", "nasbert-tiny"]
+    assert torch.equal(logits(AutoModelForMaskedLM.from_pretrained("nasbert-tiny")),
+                       logits(NasBertForMaskedLM.from_pretrained(new)))
+
+    shutil.copytree(model_dir, home / "nasbert-old")
+    zoo.remove("nasbert-old")
+    assert [model.name for model in zoo.list_models()] == ["nasbert-tiny"]

@@ -6,7 +6,10 @@ HELP = "Install an exported model folder into the local model zoo, loadable by n
 def add_arguments(parser):
     parser.add_argument("model_dir", help="Folder written by `save_pretrained` (e.g. one model of `nasbert compress`).")
     parser.add_argument("--name", help="Name in the zoo (default: `name` in nasbert.json, else the folder name).")
-    parser.add_argument("--force", action="store_true", help="Replace a model of the same name.")
+    parser.add_argument(
+        "--force", action="store_true",
+        help="Replace a model of the same name (in one step: the name never points to a partial model).",
+    )
     parser.add_argument("--home", help="Zoo folder (default: $NASBERT_HOME, else ~/.cache/nasbert).")
 
 

@@ -1,6 +1,7 @@
 """`nasbert list`: the models of the local zoo with their size, latency and scores."""
 
 import json
+import sys
 
 from ..model_card import latency_text
 
@@ -47,9 +48,22 @@ def run(args):
     from ..zoo import list_models, zoo_home
 
     models = list_models(args.home)
+    readable = [model for model in models if model.problem is None]
     if args.json:
-        print(json.dumps([{"path": str(model.path), **model.metadata} for model in models], indent=2))
-    elif not models:
+        print(json.dumps([_record(model) for model in models], indent=2))
+        return
+    if not models:
         print(f"No models in the zoo at {zoo_home(args.home)}; add one with `nasbert install DIR`.")
-    else:
-        print(table(models))
+    elif readable:
+        print(table(readable))
+    # Broken entries are named, with what is wrong, without hiding the others.
+    for model in models:
+        if model.problem is not None:
+            print(f"Broken zoo entry {model.name!r}: {model.problem}", file=sys.stderr)
+
+
+def _record(model):
+    """The `--json` record of an entry: its path and metadata, or its name, path and problem."""
+    if model.problem is not None:
+        return {"name": model.name, "path": str(model.path), "problem": model.problem}
+    return {"path": str(model.path), **model.metadata}
