@@ -19,14 +19,22 @@ from .zoo import METADATA_FILE
 
 def model_metadata(name, arch, config, **extra):
     """The `nasbert.json` record of a model: its architecture and exact costs, plus `extra`
-    (budget, latency, teacher, corpus, losses, scores...)."""
+    (budget, latency, teacher, corpus, losses, scores...).
+
+    `params` counts every parameter of the model `AutoModel` loads (embeddings and pooler
+    included), as `params=` budgets and the paper do; `body_params` only the op slots
+    (`params_no_embeddings` is its older name, kept for readers of earlier folders)."""
+    body = count_params(config, embeddings=False, pooler=False)
     return {
         "name": name,
         "architecture": str(arch),
         "hidden_size": arch.hidden_size,
         "layers": list(arch.layers),
-        "params": count_params(config, pooler=False),
-        "params_no_embeddings": count_params(config, embeddings=False, pooler=False),
+        "embedding_size": config.embedding_size,
+        "layer_hidden_sizes": list(config.slot_hidden_sizes),
+        "params": count_params(config),
+        "body_params": body,
+        "params_no_embeddings": body,
         "flops": count_flops(config, seq_len=128, pooler=False),
         "flops_seq_len": 128,
         **extra,

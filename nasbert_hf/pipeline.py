@@ -37,8 +37,8 @@ class SearchArguments:
     budgets: List[str] = field(
         default_factory=list,
         metadata={"help": "Budgets such as params=5M (all parameters, embeddings included), body_params=3M, "
-                          "flops=2G, latency=8ms@cpu; none = the paper's sizes (5M, 10M, 15M, 20M, 30M...) that "
-                          "fit below the teacher."},
+                          "flops=2G, latency=8ms@cpu; none = the paper's sizes (5M, 10M, 15M, 30M, 60M) up to "
+                          "70% of the teacher."},
     )
     out: str = field(default="nasbert-out", metadata={"help": "Folder for the exported models."})
     top_k: int = field(default=5, metadata={"help": "Candidates per embedding size and budget re-scored on the "

@@ -137,6 +137,10 @@ class SearchSpace:
             raise ValueError(
                 f"architecture {arch}: embedding size {arch.embedding_size} is not one of {list(self.embedding_sizes)}."
             )
+        if not self.embedding_sizes and arch.embedding_size is not None:
+            raise ValueError(
+                f"architecture {arch}: this space does not search the embedding width (it keeps the teacher's)."
+            )
 
     def _validate_block(self, arch, block, whole=None):
         what = f"block {block} candidate" if whole is None else f"architecture {whole}, block {block},"

@@ -35,6 +35,8 @@ from .shrinking import (
     initial_pools,
     pools_from_table,
     sample_block_archs,
+    sample_embedding,
+    score_embeddings,
     score_pool,
     shrink_pool,
     write_json,
@@ -147,14 +149,7 @@ def train_supernet(args):
     _write_run_config(run_dir, run_config, space, checkpoint, accelerator)
 
     set_seed(args.seed)  # the same initial supernet on every process
-    supernet = Supernet(
-        space,
-        teacher.hidden_size,
-        hidden_act=_activation(teacher),
-        layer_norm_eps=getattr(teacher.model.config, "layer_norm_eps", 1e-12),
-        dropout=args.dropout,
-        block_projection=args.block_projection,
-    )
+    supernet = Supernet(space, **run_config["supernet"])
     optimizer = torch.optim.AdamW(parameter_groups(supernet, args.weight_decay), lr=args.learning_rate)
     from transformers import get_scheduler
 
@@ -199,11 +194,12 @@ class TrainingLoop:
         for batch in resumable_batches(accelerator, self.train_loader, state["step"], args.max_steps, args.batch_size):
             step = state["step"]
             block_archs = sample_block_archs(state["pools"], args.seed, step)
+            embedding = sample_embedding(self.supernet.embedding_candidates(), args.seed, step)
             torch.manual_seed(derive_seed(args.seed, step, accelerator.process_index))  # dropout
             self.model.train()
             losses = distillation_step(
                 accelerator, self.model, self.teacher, batch, self.optimizer, self.scheduler, block_archs,
-                args.max_grad_norm,
+                args.max_grad_norm, embedding,
             )
             window.append(losses)
             state["step"] = step = step + 1
@@ -219,7 +215,8 @@ class TrainingLoop:
 
     def _log_losses(self, window, step, progress):
         losses = self.accelerator.reduce(torch.stack(window).mean(0), "mean").tolist()
-        values = {f"loss/block_{b}": loss for b, loss in enumerate(losses)}
+        names = [f"block_{b}" for b in range(len(self.supernet.blocks))] + ["embedding"]
+        values = {f"loss/{name}": loss for name, loss in zip(names, losses)}
         values.update({"loss": sum(losses), "lr": self.scheduler.get_last_lr()[0]})
         self.accelerator.log(values, step=step)
         progress.set_postfix(loss=f"{sum(losses):.4f}")
@@ -234,7 +231,9 @@ class TrainingLoop:
         with self.accelerator.autocast():
             for block, pool in enumerate(pools):
                 score_pool(self.supernet, block, pool, eval_states, reduce)
+            embeddings = score_embeddings(self.supernet, eval_states, reduce)
         self.supernet.train()
+        return embeddings
 
     @torch.no_grad()
     def _eval_states(self):
@@ -247,7 +246,7 @@ class TrainingLoop:
                 if index >= self.args.eval_batches:
                     break
                 hidden = self.teacher.block_states(batch["input_ids"], batch["attention_mask"], num_blocks)
-                states.append((hidden, batch["attention_mask"]))
+                states.append((hidden, batch["attention_mask"], batch["input_ids"]))
         return states
 
     def _shrink(self, state):
@@ -266,10 +265,11 @@ class TrainingLoop:
         )
 
     def finish(self, state):
-        """Score the final pools once more and write `candidates.json` and `supernet.safetensors`."""
-        self._score(state["pools"])
+        """Score the final pools (and the embedding choices) once more and write `candidates.json`
+        and `supernet.safetensors`."""
+        embeddings = self._score(state["pools"])
         if self.accelerator.is_main_process:
-            write_json(self.run_dir / CANDIDATES, candidates_table(state["pools"]))
+            write_json(self.run_dir / CANDIDATES, candidates_table(state["pools"], embeddings))
             self.supernet.save(self.run_dir / SUPERNET_WEIGHTS)
         self.accelerator.wait_for_everyone()
 
@@ -286,10 +286,20 @@ def _fit_projections(args, accelerator, supernet, teacher, train_loader):
     batches = itertools.islice(train_loader, args.projection_batches)
     with accelerator.autocast():
         bases = fit_boundary_bases(
-            teacher, batches, len(supernet.blocks), supernet.search_space.max_hidden_size,
+            teacher, batches, len(supernet.blocks), supernet.projection_rows,
             reduce_sum=lambda tensor: accelerator.reduce(tensor, "sum"),
         )
     supernet.fit_projections(bases)
+    supernet.init_embeddings(teacher, bases)
+
+
+def _embedding_dimensions(space, teacher):
+    """The teacher's vocabulary and position sizes, which a searched embedding keeps."""
+    if not space.embedding_sizes:
+        return {}
+    config = teacher.model.config
+    return {"vocab_size": teacher.vocab_size, "max_position_embeddings": config.max_position_embeddings,
+            "type_vocab_size": getattr(config, "type_vocab_size", 2)}
 
 
 def _activation(teacher):
@@ -314,6 +324,7 @@ def _run_config(args, space, teacher, accelerator):
             "dropout": args.dropout,
             "initializer_range": 0.02,
             "block_projection": args.block_projection,
+            **_embedding_dimensions(space, teacher),
         },
         "num_processes": accelerator.num_processes,
     }

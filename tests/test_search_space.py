@@ -41,16 +41,18 @@ def test_size_is_the_exact_number_of_architectures():
     # Counted by hand: at hidden 8, mha:3 does not fit (5 ops); at 12 all 6 fit.
     assert SMALL.ops_for(8) == ("mha:2", "mha:4", "ffn:16", "conv:3", "id")
     assert SMALL.ops_for(12) == SMALL.ops
-    assert SMALL.size() == 5**4 + 6**4
+    # One hidden size per block: every block picks any candidate of any width.
+    assert SMALL.size() == (5**2 + 6**2) ** 2
+    assert SearchSpace([8, 12], SMALL.ops, 4, 2, embedding_sizes=[4, 8]).size() == 2 * (5**2 + 6**2) ** 2
     assert SMALL.block_size() == 5**2 + 6**2 == len(list(SMALL.enumerate_block()))
     assert len(set(SMALL.enumerate_block())) == SMALL.block_size()
     one_block = SearchSpace([8, 12], SMALL.ops, 3, 1)
     assert one_block.size() == one_block.block_size() == len(list(one_block.enumerate_block()))
     tiny = load_search_space("tiny")
-    assert tiny.size() == 3 * 6**12
+    assert tiny.size() == 3 * (3 * 6**4) ** 3
     base = load_search_space("base")
     # 192 and 384 take every head count (2, 3, 4, 6, 8): 14 ops; 128, 256, 512 take 2, 4, 8: 12 ops.
-    assert base.size() == 2 * 14**24 + 3 * 12**24
+    assert base.size() == 5 * (2 * 14**6 + 3 * 12**6) ** 4
     assert isinstance(base.size(), int)
 
 
@@ -78,6 +80,7 @@ def test_round_trips_through_dict_yaml_and_json(tmp_path):
         (dict(ops=["id", "id"]), "distinct"),
         (dict(num_slots=5), "num_slots=5 must be a positive multiple of num_blocks=2"),
         (dict(num_blocks=0), "num_blocks=0"),
+        (dict(embedding_sizes=[16, 8]), "embedding_sizes=\\[16, 8\\] must be strictly ascending"),
     ],
 )
 def test_invalid_spaces_raise_clear_errors(kwargs, message):
@@ -105,8 +108,15 @@ def test_validate_split_and_join():
         SMALL.validate(Architecture(16, ("id",) * 4))
     with pytest.raises(ValueError, match="has 3 slots, the space has 4"):
         SMALL.validate(Architecture(8, ("id",) * 3))
-    with pytest.raises(ValueError, match="sharing one hidden size"):
-        SMALL.join([Architecture(8, ("id", "id")), Architecture(12, ("id", "id"))])
+    # Blocks may differ in hidden size (the paper's per-block hidden size); slots of one block may not.
+    mixed = SMALL.join([Architecture(8, ("id", "ffn:16")), Architecture(12, ("mha:3", "id"))])
+    assert mixed.widths == (8, 8, 12, 12) and SMALL.split(mixed)[1] == Architecture(12, ("mha:3", "id"))
+    with pytest.raises(ValueError, match="every slot of a block has the same hidden size"):
+        SMALL.validate(Architecture.from_widths((8, 12, 12, 12), ("id",) * 4))
+    with_embeddings = SearchSpace([8, 12], SMALL.ops, 4, 2, embedding_sizes=[4, 8])
+    with pytest.raises(ValueError, match="embedding size None is not one of"):
+        with_embeddings.validate(arch)
+    with_embeddings.validate(Architecture(8, arch.layers, embedding_size=4))
     assert list(SMALL.block_slots(1)) == [2, 3]
 
 

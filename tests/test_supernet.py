@@ -5,7 +5,7 @@ import torch
 from conftest import random_inputs
 
 from nasbert_hf.architecture import Architecture
-from nasbert_hf.blockwise import BlockwiseStudent, masked_mse
+from nasbert_hf.blockwise import BlockwiseStudent, masked_mse, masked_sse
 from nasbert_hf.search_space import SearchSpace
 from nasbert_hf.supernet import Supernet, evaluate_architecture, sampled
 
@@ -243,6 +243,82 @@ def test_evaluate_architecture_is_the_chained_validation_loss(teacher_dir):
     assert evaluate_architecture(supernet, teacher, str(arch), batches, max_batches=2) == loss
     with pytest.raises(ValueError, match="no batches"):
         evaluate_architecture(supernet, teacher, arch, [])
+
+
+EMBEDDING_SPACE = SearchSpace([16, 24, 32], SPACE.ops, 6, 2, embedding_sizes=[8, 16])
+
+
+def fitted_embedding_supernet(teacher, perturb=True):
+    """A supernet that searches the embedding width, with projections and embeddings fitted to `teacher`."""
+    from nasbert_hf.projections import fit_boundary_bases
+
+    torch.manual_seed(0)
+    supernet = Supernet(EMBEDDING_SPACE, teacher.hidden_size, block_projection="pca", vocab_size=teacher.vocab_size,
+                        max_position_embeddings=128)
+    batches = [dict(zip(("input_ids", "attention_mask"), random_inputs(teacher.vocab_size, batch=4, length=16,
+                                                                        seed=seed))) for seed in range(3)]
+    bases = fit_boundary_bases(teacher, batches, EMBEDDING_SPACE.num_blocks, supernet.projection_rows)
+    supernet.fit_projections(bases)
+    supernet.init_embeddings(teacher, bases)
+    with torch.no_grad():  # non-trivial LayerNorms and biases, so that slices matter
+        for name, parameter in supernet.named_parameters():
+            if perturb and parameter.ndim == 1 and parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    return supernet.eval(), bases
+
+
+def test_searched_embedding_starts_from_the_teachers(teacher_dir):
+    """The student's token table is the teacher's on the leading principal directions of its
+    embedding output, never random, and at full width it reproduces block 0's input."""
+    from nasbert_hf.teacher import load_teacher
+
+    teacher = load_teacher(teacher_dir)
+    supernet, bases = fitted_embedding_supernet(teacher, perturb=False)
+    components = bases[0][0]
+    teacher_table = teacher.model.embeddings.word_embeddings.weight
+    torch.testing.assert_close(supernet.embeddings.word_embeddings.weight, teacher_table @ components[:16].T)
+    assert torch.equal(supernet.embeddings.rotation, components[:16])
+    # Scored against the teacher's embedding output, the initial embedding beats predicting the mean.
+    input_ids, attention_mask = random_inputs(teacher.vocab_size, batch=3, length=12, seed=9)
+    with torch.no_grad():
+        target = teacher.block_states(input_ids, attention_mask, EMBEDDING_SPACE.num_blocks)[0]
+        sse, count = supernet.embedding_sse((16, 32), input_ids, target, attention_mask)
+        mean_sse, _ = masked_sse(bases[0][2].expand_as(target), target, attention_mask)
+    assert sse / mean_sse < 0.9
+
+
+@pytest.mark.parametrize("mlm", [False, True])
+def test_mixed_width_export_with_searched_embedding_equals_the_chained_path(tmp_path, mlm, teacher_dir, mlm_teacher_dir):
+    from transformers import AutoModelForMaskedLM
+
+    from nasbert_hf.teacher import load_teacher
+
+    teacher = load_teacher(mlm_teacher_dir if mlm else teacher_dir)
+    supernet, _ = fitted_embedding_supernet(teacher)
+    arch = EMBEDDING_SPACE.join([Architecture(32, ("mha:4", "ffn:64", "conv:3")), Architecture(16, ("conv:5", "id", "mha:2"))],
+                                embedding_size=8)
+    model = supernet.export(arch, teacher).eval()
+    assert model.config.embedding_size == 8 and model.config.slot_hidden_sizes == (32, 32, 32, 16, 16, 16)
+    input_ids, attention_mask = random_inputs(teacher.vocab_size, batch=3, length=10)
+    with torch.no_grad():
+        encoded = supernet.encode(arch, attention_mask=attention_mask, input_ids=input_ids)
+        output = model(input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        torch.testing.assert_close(output.hidden_states[-1], encoded, rtol=1e-5, atol=1e-5)
+        # The MLM head maps the supernet's output into the student's embedding coordinates, tied decoder.
+        head_input = supernet.embeddings.rotation[:8] @ supernet.project(encoded)[..., None]
+        torch.testing.assert_close(model.cls.dense(output.hidden_states[-1]), head_input[..., 0], rtol=1e-4, atol=1e-4)
+    assert model.cls.decoder.weight is model.nasbert.embeddings.word_embeddings.weight
+    model.save_pretrained(tmp_path / "exported")
+    reloaded = AutoModelForMaskedLM.from_pretrained(tmp_path / "exported").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids, attention_mask=attention_mask).logits, output.logits)
+
+
+def test_embedding_search_needs_pca_projections_and_a_vocabulary():
+    with pytest.raises(ValueError, match="needs block_projection='pca'"):
+        Supernet(EMBEDDING_SPACE, 20, block_projection="learned", vocab_size=100)
+    with pytest.raises(ValueError, match="exceeds the teacher's width"):
+        Supernet(EMBEDDING_SPACE, 12, block_projection="pca", vocab_size=100)
 
 
 def test_save_and_from_run_give_the_same_supernet(tmp_path):

@@ -11,17 +11,21 @@ def add_arguments(parser):
                                          "(default: the embedded Wikipedia sample).")
     parser.add_argument("--config", default="tiny", help="Search-space preset (tiny, base) or a YAML/JSON file.")
     parser.add_argument("--budgets", "--budget", dest="budgets", nargs="+", default=[], metavar="BUDGET",
-                        help="params=5M, flops=2G or latency=8ms@cpu (several allowed); default: three "
-                             "parameter budgets spread over the feasible range.")
+                        help="params=5M (all parameters, embeddings included, as the paper counts), "
+                             "body_params=3M (op slots only), flops=2G or latency=8ms@cpu (several allowed); "
+                             "default: the paper's sizes 5M, 10M, 15M, 30M, 60M up to 70%% of the teacher.")
     parser.add_argument("--out", default="nasbert-out", help="Output folder (default: ./nasbert-out).")
     parser.add_argument("--max-steps", type=int, help="Supernet training steps (default: the config's).")
     parser.add_argument("--seed", type=int, help="Seed (default: the config's).")
-    parser.add_argument("--top-k", type=int, default=5, help="Candidates re-scored per hidden size and budget (default: 5).")
+    parser.add_argument("--top-k", type=int, default=5,
+                        help="Candidates re-scored per embedding size and budget (default: 5).")
     parser.add_argument("--distill-steps", type=int, help="Distillation steps for every exported model, 0 for none "
                                                           "(default: the config's `distill` section).")
     parser.add_argument("--cpu", action="store_true", default=None, help="Train on CPU even when a GPU is present.")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="Mixed precision on GPU.")
-    parser.add_argument("--install", action="store_true", help="Also install the models in the local zoo.")
+    parser.add_argument("--no-install", dest="install", action="store_false",
+                        help="Do not install the models in the local zoo (by default they are, so that "
+                             "from_pretrained('nasbert-5M') loads them by name).")
 
 
 def distill_settings(config, distill_steps=None):
