@@ -96,6 +96,55 @@ class Teacher:
         )
         return [outputs.hidden_states[layer] for layer in boundaries]
 
+    # -- the layers' modules (weight inheritance, importance scores) ------------------------------
+
+    @dataclass
+    class Layer:
+        """The modules of one BERT-style teacher layer (post-LN): attention, then feed-forward."""
+
+        query: torch.nn.Linear
+        key: torch.nn.Linear
+        value: torch.nn.Linear
+        attention_output: torch.nn.Linear  # attention.output.dense: context -> residual update
+        attention_norm: torch.nn.LayerNorm  # attention.output.LayerNorm
+        intermediate: torch.nn.Linear  # intermediate.dense: hidden -> inner (then the activation)
+        output: torch.nn.Linear  # output.dense: inner -> residual update
+        output_norm: torch.nn.LayerNorm  # output.LayerNorm
+        num_heads: int
+
+        @property
+        def head_size(self) -> int:
+            return self.query.out_features // self.num_heads
+
+    BERT_LAYER_MODULES = (
+        "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+        "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm",
+    )
+
+    def layer(self, index: int) -> "Teacher.Layer":
+        """The modules of teacher layer `index` (`encoder.layer[index]` of a BERT-style model: BERT,
+        RoBERTa, ELECTRA, MiniLM...). Raises ValueError for any other module layout."""
+        if not 0 <= index < self.num_layers:
+            raise ValueError(f"layer {index} is out of range for a teacher with {self.num_layers} layers")
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        modules = []
+        for path in self.BERT_LAYER_MODULES:
+            module = layers[index] if layers is not None and index < len(layers) else None
+            for name in path.split("."):
+                module = getattr(module, name, None)
+            modules.append(module)
+        kinds = [
+            torch.nn.LayerNorm if path.endswith("LayerNorm") else torch.nn.Linear for path in self.BERT_LAYER_MODULES
+        ]
+        heads = getattr(self.model.config, "num_attention_heads", None)
+        if not all(isinstance(module, kind) for module, kind in zip(modules, kinds)) or not heads:
+            raise ValueError(
+                f"Teacher {self.name!r} ({type(self.model).__name__}) has no BERT-style layer {index}: expected "
+                f"`encoder.layer[{index}].{{{', '.join(self.BERT_LAYER_MODULES)}}}` (Linear/LayerNorm modules) and "
+                "`config.num_attention_heads`; weight inheritance supports BERT-family teachers."
+            )
+        return self.Layer(*modules, num_heads=heads)
+
 
 def load_teacher(name_or_path=None, device=None) -> Teacher:
     """Load a frozen teacher: a local folder (offline) or a Hub name; None, `DEFAULT_TEACHER_NAME`
