@@ -259,8 +259,8 @@ def key_mask_from(attention_mask):
 class NasBertModel(NasBertPreTrainedModel):
     """The bare NasBert encoder; returns a `BaseModelOutputWithPooling`.
 
-    `hidden_states` has one entry for the embeddings and one per op slot; `attentions` has one
-    entry per `mha` slot.
+    `hidden_states` has one entry for the embeddings and one per op slot, each at its slot's width
+    (the embeddings' at the first slot's); `attentions` has one entry per `mha` slot.
     """
 
     def __init__(self, config, add_pooling_layer=True):
