@@ -83,10 +83,15 @@ def count_flops(config, seq_len=128, batch_size=1, pooler=True):
 
 
 class CostModel:
-    """An additive cost: `cost(arch) = base_cost(H) + sum(op_cost(code, H) for code in arch.layers)`.
+    """An additive cost: the embedding (its width and the first slot's width), plus every op at
+    its slot's width, plus the head on the last width:
 
-    Parameters, FLOPs and table-predicted latency all have this form, which is what lets the
-    search add up per-block costs exactly.
+        cost(arch) = embedding_cost(E, widths[0]) + sum(op_cost(code, width)) + head_cost(widths[-1])
+
+    Parameters, FLOPs and table-predicted latency all have this form (links between widths cost
+    nothing), which is what lets the search add up per-block costs exactly. `embedding_size` is
+    the width used for architectures that name none (models of the first design keep the
+    teacher's width).
     """
 
     metric = "cost"
@@ -95,32 +100,60 @@ class CostModel:
     def op_cost(self, code, hidden_size):
         raise NotImplementedError
 
-    def base_cost(self, hidden_size):
-        raise NotImplementedError
+    def embedding_cost(self, embedding_size, hidden_size):
+        return 0
+
+    def head_cost(self, hidden_size):
+        return 0
 
     def layers_cost(self, layers, hidden_size):
         return sum(self.op_cost(code, hidden_size) for code in layers)
 
     def cost(self, arch):
-        return self.base_cost(arch.hidden_size) + self.layers_cost(arch.layers, arch.hidden_size)
+        widths = arch.widths
+        embedding_size = arch.embedding_size or getattr(self, "embedding_size", None) or widths[0]
+        ops = sum(self.op_cost(code, width) for code, width in zip(arch.layers, widths))
+        return self.embedding_cost(embedding_size, widths[0]) + ops + self.head_cost(widths[-1])
 
 
 class ParamsCost(CostModel):
-    """Non-embedding parameters: the op slots only. Embedding tables are a lookup that costs no
-    compute and is shared with the teacher's vocabulary, so budgets leave them out (model cards
-    report the total as well)."""
+    """All parameters of the model `AutoModel` loads (`NasBertModel`: embeddings with their
+    projection, op slots, pooler), as the NAS-BERT paper counts them: its NAS-BERT5 holds 5M in
+    all, 64-wide embedding included. At small sizes the embedding table is most of the model, so
+    a budget that left it out would name a 13M model "nasbert-700K"."""
 
     metric = "params"
+
+    def __init__(self, vocab_size=30522, max_position_embeddings=512, type_vocab_size=2, embedding_size=None):
+        self.vocab_size = vocab_size
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.embedding_size = embedding_size
 
     def op_cost(self, code, hidden_size):
         return op_params(code, hidden_size)
 
-    def base_cost(self, hidden_size):
-        return 0
+    def embedding_cost(self, embedding_size, hidden_size):
+        tables = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * embedding_size
+        # Exported models always project the embeddings (block 0 reads its projection of them).
+        return tables + 2 * embedding_size + embedding_size * hidden_size + hidden_size
+
+    def head_cost(self, hidden_size):
+        return hidden_size * hidden_size + hidden_size  # the pooler
+
+
+class BodyParamsCost(CostModel):
+    """Parameters of the op slots only (no embeddings, no pooler): the `body_params` budget."""
+
+    metric = "body_params"
+
+    def op_cost(self, code, hidden_size):
+        return op_params(code, hidden_size)
 
 
 class FlopsCost(CostModel):
-    """FLOPs of one `NasBertModel` forward pass on one sequence of `seq_len` tokens."""
+    """FLOPs of one `NasBertModel` forward pass on one sequence of `seq_len` tokens (embedding
+    projection and pooler included; lookups cost none)."""
 
     metric = "flops"
 
@@ -131,8 +164,8 @@ class FlopsCost(CostModel):
     def op_cost(self, code, hidden_size):
         return op_flops(code, hidden_size, self.seq_len)
 
-    def base_cost(self, hidden_size):
-        embedding_size = self.embedding_size or hidden_size
-        # An architecture with only an identity slot costs exactly the embedding projection and the pooler.
-        config = NasBertConfig(hidden_size=hidden_size, embedding_size=embedding_size, layers=["id"])
-        return count_flops(config, seq_len=self.seq_len)
+    def embedding_cost(self, embedding_size, hidden_size):
+        return 2 * self.seq_len * embedding_size * hidden_size
+
+    def head_cost(self, hidden_size):
+        return 2 * hidden_size * hidden_size

@@ -117,6 +117,9 @@ class SupernetEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(embedding_size, eps=layer_norm_eps)
         self.projection = nn.Linear(embedding_size, hidden_size)
         self.output_projection = nn.Linear(hidden_size, teacher_hidden_size).requires_grad_(False)
+        # The token table stays at its teacher initialisation while the supernet trains: a dense
+        # AdamW update of vocab x E weights nearly doubled a CPU step; the exported models train it.
+        self.word_embeddings.requires_grad_(False)
         # Rows: the teacher-space directions the leading embedding features start on (`init_embeddings`);
         # the exported MLM head maps teacher space back onto them.
         self.register_buffer("rotation", torch.eye(embedding_size, teacher_hidden_size))
