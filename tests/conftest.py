@@ -20,6 +20,18 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_zoo(tmp_path_factory):
+    """`nasbert compress` installs into the local zoo by default: never into the user's own."""
+    saved = os.environ.get("NASBERT_HOME")
+    os.environ["NASBERT_HOME"] = str(tmp_path_factory.mktemp("zoo-home"))
+    yield
+    if saved is None:
+        os.environ.pop("NASBERT_HOME", None)
+    else:
+        os.environ["NASBERT_HOME"] = saved
+
+
 def random_inputs(vocab_size, batch=3, length=12, seed=0):
     """Token ids with a padded tail on every row but the first (so masks matter)."""
     generator = torch.Generator().manual_seed(seed)

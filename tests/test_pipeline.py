@@ -8,12 +8,22 @@ import torch
 from test_supernet_training import arguments, setup  # noqa: F401  (module-scoped fixture)
 from transformers import AutoModel, AutoModelForMaskedLM
 
-from nasbert_hf import Architecture
-from nasbert_hf.cost import ParamsCost
-from nasbert_hf.pipeline import SearchArguments, auto_budgets, compress, search_and_export
-from nasbert_hf.search import Budget, load_candidates, minimum_cost
+from nasbert_hf import Architecture, count_params
+from nasbert_hf.pipeline import SearchArguments, auto_budgets, check_budgets, compress, search_and_export
+from nasbert_hf.search import Budget, cost_model_for, load_candidates, minimum_cost
 from nasbert_hf.supernet import Supernet
 from nasbert_hf.teacher import load_teacher
+
+
+# Total parameters, embeddings included: the random teacher's 30522-token vocabulary at width 8 or 16
+# is about 0.25M or 0.5M of them.
+BUDGETS = ["params=320K", "params=450K", "params=600K"]
+
+
+def params_cost(teacher_dir):
+    from nasbert_hf.pipeline import teacher_dimensions
+
+    return cost_model_for(Budget("params", math.inf), **teacher_dimensions(load_teacher(teacher_dir)))
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +31,16 @@ def compressed(setup):  # noqa: F811
     out = setup["root"] / "compress-out"
     run_dir = out / "supernet-run"
     training = arguments(setup, run_dir)
-    searching = SearchArguments(run_dir=str(run_dir), budgets=[], out=str(out), top_k=3, rescore_batches=2,
+    searching = SearchArguments(run_dir=str(run_dir), budgets=BUDGETS, out=str(out), top_k=3, rescore_batches=2,
                                 latency_repeats=2)
     summary = compress(training, searching)
     tables = load_candidates(run_dir / "candidates.json")
     return out, run_dir, summary, tables
 
 
-def test_default_budgets_export_distinct_loadable_models(compressed):
+def test_budgets_export_distinct_loadable_models(compressed):
     out, run_dir, summary, tables = compressed
-    assert len(summary["models"]) == 3
-    assert len({m["name"] for m in summary["models"]}) == 3
+    assert [m["name"] for m in summary["models"]] == ["nasbert-320K", "nasbert-450K", "nasbert-600K"]
     assert (out / "pareto.png").stat().st_size > 0
     assert json.loads((out / "summary.json").read_text())["models"] == summary["models"]
     for record in summary["models"]:
@@ -40,16 +49,49 @@ def test_default_budgets_export_distinct_loadable_models(compressed):
             assert (folder / name).is_file(), name
         model = AutoModel.from_pretrained(folder)
         assert str(Architecture.from_config(model.config)) == record["architecture"]
+        assert model.config.embedding_size == record["embedding_size"] in (8, 16)
 
 
-def test_every_exported_model_respects_its_budget(compressed):
+def test_every_exported_model_respects_its_total_parameter_budget(compressed, setup):  # noqa: F811
+    """`params=` counts every parameter of the model AutoModel loads, embeddings included."""
     out, _, summary, tables = compressed
+    cost = params_cost(setup["teacher"])
     for record in summary["models"]:
         budget = Budget.parse(record["budget"])
         assert record["name"] == budget.name
-        assert record["params_no_embeddings"] <= budget.limit
-        assert record["params_no_embeddings"] == ParamsCost().cost(Architecture.parse(record["architecture"]))
-    assert minimum_cost(tables, ParamsCost()) <= min(m["params_no_embeddings"] for m in summary["models"])
+        model = AutoModel.from_pretrained(out / record["name"])
+        total = sum(p.numel() for p in model.parameters())
+        assert total == record["params"] == count_params(model.config) <= budget.limit
+        assert record["params"] == cost.cost(Architecture.parse(record["architecture"]))
+        assert record["body_params"] == count_params(model.config, embeddings=False, pooler=False)
+    assert minimum_cost(tables, cost) <= min(m["params"] for m in summary["models"])
+
+
+def test_rerunning_a_finished_job_keeps_its_models(compressed, setup):  # noqa: F811
+    out, run_dir, summary, _ = compressed
+    before = {m["name"]: (out / m["name"] / "model.safetensors").stat().st_mtime_ns for m in summary["models"]}
+    searching = SearchArguments(run_dir=str(run_dir), budgets=BUDGETS, out=str(out), latency_repeats=2)
+    assert compress(arguments(setup, run_dir), searching, install=False) == summary
+    assert before == {m["name"]: (out / m["name"] / "model.safetensors").stat().st_mtime_ns for m in summary["models"]}
+
+
+def test_main_job_installs_its_models_by_name(compressed):
+    """Right after compress, the models load by bare name (the zoo of this test session)."""
+    out, _, summary, _ = compressed
+    name = summary["models"][0]["name"]
+    model = AutoModel.from_pretrained(name).eval()
+    reference = AutoModel.from_pretrained(out / name).eval()
+    input_ids = torch.randint(5, 1000, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(model(input_ids).last_hidden_state, reference(input_ids).last_hidden_state)
+
+
+def test_impossible_budgets_fail_before_training(setup, tmp_path):  # noqa: F811
+    run_dir = tmp_path / "run"
+    searching = SearchArguments(run_dir=str(run_dir), budgets=["params=1K"], out=str(tmp_path))
+    with pytest.raises(ValueError, match="below the smallest model this search space can make"):
+        compress(arguments(setup, run_dir), searching)
+    assert not run_dir.exists()
 
 
 def test_exported_model_computes_the_supernet_path(compressed, setup):  # noqa: F811
@@ -66,31 +108,45 @@ def test_exported_model_computes_the_supernet_path(compressed, setup):  # noqa: 
 
 def test_search_reruns_on_a_finished_run_with_explicit_budgets(compressed, tmp_path):
     _, run_dir, summary, tables = compressed
-    largest = max(m["params_no_embeddings"] for m in summary["models"])
-    budgets = [f"params={largest}", "latency=1000ms@cpu"]
+    largest = max(m["params"] for m in summary["models"])
+    budgets = [f"params={largest}", "latency=1000ms@cpu", f"body_params={summary['models'][0]['body_params']}"]
     result = search_and_export(SearchArguments(run_dir=str(run_dir), budgets=budgets, out=str(tmp_path), top_k=2,
                                                rescore_batches=1, latency_repeats=2))
     assert [m["name"] for m in result["models"]] == [Budget.parse(b).name for b in budgets]
-    assert result["models"][0]["params_no_embeddings"] <= largest
+    assert result["models"][0]["params"] <= largest
     assert result["models"][1]["latency_ms"]["cpu_predicted"] <= 1000
+    assert result["models"][2]["body_params"] <= summary["models"][0]["body_params"]
     assert (tmp_path / "nasbert-1000ms-cpu" / "model.safetensors").is_file()
 
 
-def test_impossible_budget_names_the_smallest_feasible_value(compressed, tmp_path):
+def test_impossible_budget_names_the_smallest_feasible_value(compressed, setup, tmp_path):  # noqa: F811
     _, run_dir, _, tables = compressed
-    smallest = minimum_cost(tables, ParamsCost())
+    smallest = minimum_cost(tables, params_cost(setup["teacher"]))
     with pytest.raises(ValueError, match=f"smallest feasible value is {smallest:g}"):
         search_and_export(SearchArguments(run_dir=str(run_dir), budgets=[f"params={smallest - 1}"], out=str(tmp_path),
                                           latency_repeats=2))
 
 
-def test_auto_budgets_span_the_feasible_range(compressed):
+def test_auto_budgets_follow_the_papers_ladder(compressed, setup):  # noqa: F811
     _, _, _, tables = compressed
-    budgets = auto_budgets(tables)
-    low = minimum_cost(tables, ParamsCost())
-    assert len(budgets) == 3 and all(b.metric == "params" and b.limit >= low for b in budgets)
-    assert [b.limit for b in budgets] == sorted(b.limit for b in budgets)
-    assert not math.isinf(budgets[-1].limit)
+    cost = params_cost(setup["teacher"])
+    low = minimum_cost(tables, cost)
+    # The paper's sizes that the candidates meet, up to 70% of the teacher.
+    ladder = (low / 2, low * 1.2, low * 1.5, low * 3)
+    budgets = auto_budgets(tables, cost, teacher_params=low * 2.5, ladder=ladder)
+    assert [b.limit for b in budgets] == [low * 1.2, low * 1.5] and all(b.metric == "params" for b in budgets)
+    # None fits: one budget between the smallest model and the teacher.
+    (only,) = auto_budgets(tables, cost, teacher_params=low * 2, ladder=(low * 10,))
+    assert low <= only.limit <= 2 * low and not math.isinf(only.limit)
+
+
+def test_check_budgets_knows_the_smallest_model_of_a_space(setup):  # noqa: F811
+    from nasbert_hf.search_space import load_search_space
+
+    teacher, space = load_teacher(setup["teacher"]), load_search_space(setup["space"])
+    check_budgets([Budget.parse("params=320K"), Budget.parse("latency=0.001ms@cpu")], space, teacher)
+    with pytest.raises(ValueError, match="Budget flops=1K is below the smallest model"):
+        check_budgets([Budget.parse("flops=1K")], space, teacher)
 
 
 def test_unfinished_run_is_refused(tmp_path):

@@ -28,6 +28,7 @@ RECIPE = REPO / "recipes" / "train_supernet.py"
 SPACE_YAML = """\
 search_space:
   hidden_sizes: [16, 24]
+  embedding_sizes: [8, 16]
   ops: ["mha:2", "mha:4", "ffn:32", "ffn:64", "conv:3", "id"]
   num_slots: 4
   num_blocks: 2
