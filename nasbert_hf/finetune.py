@@ -29,6 +29,7 @@ from transformers import (
 
 from . import glue, squad
 from .metrics import load_metric
+from .training import check_max_length, check_model_weights
 
 # ---------------------------------------------------------------------------------------------
 # Arguments
@@ -282,6 +283,14 @@ def _split_prefix(split):
     return split.replace("validation", "eval").replace("test", "predict")
 
 
+def checked_model_path(name_or_path):
+    """A local model folder's weights must be complete safetensors (a clear error names a damaged
+    file, instead of a loader traceback); Hub names and zoo names pass as they are."""
+    if Path(str(name_or_path)).is_dir():
+        check_model_weights(name_or_path)
+    return name_or_path
+
+
 def load_glue_model(model_args, task):
     labels = {}
     if not task.is_regression:
@@ -289,9 +298,10 @@ def load_glue_model(model_args, task):
             "id2label": dict(enumerate(task.label_names)),
             "label2id": {name: i for i, name in enumerate(task.label_names)},
         }
-    return AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path, num_labels=task.num_labels, **labels
+    model = AutoModelForSequenceClassification.from_pretrained(
+        checked_model_path(model_args.model_name_or_path), num_labels=task.num_labels, **labels
     )
+    return model
 
 
 def glue_splits(task, training_args):
@@ -330,6 +340,7 @@ def run_glue(model_args, data_args, training_args):
     datasets = load_glue_datasets(task, glue_splits(task, training_args), data_args, tokenizer)
     set_seed(training_args.seed)  # before loading: the new classifier head is drawn from it
     model = load_glue_model(model_args, task)
+    check_max_length(data_args.max_seq_length, model.config, "--max-seq-length")
     trainer = build_trainer(
         model, training_args, model_args, AutoModelForSequenceClassification,
         train_dataset=datasets.get("train"), processing_class=tokenizer, compute_metrics=glue_compute_metrics(task),
@@ -418,7 +429,8 @@ def run_squad(model_args, data_args, training_args):
     )
     tokenizer = _load_tokenizer(model_args)
     set_seed(training_args.seed)
-    model = AutoModelForQuestionAnswering.from_pretrained(model_args.model_name_or_path)
+    model = AutoModelForQuestionAnswering.from_pretrained(checked_model_path(model_args.model_name_or_path))
+    check_max_length(data_args.max_seq_length, model.config, "--max-seq-length")
     train_features = None
     if training_args.do_train:
         train_examples = _first(raw["train"], data_args.max_train_samples)

@@ -53,6 +53,7 @@ from .training import (
     check_global_batches,
     derive_seed,
     latest_checkpoint,
+    load_checkpoint,
     make_accelerator,
     mlm_dataloaders,
     parameter_groups,
@@ -159,8 +160,7 @@ def train_supernet(args):
     )
     state = {"step": 0, "pools": initial_pools(space, args.shrinking(), args.seq_len, args.seed)}
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        saved = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+        saved = load_checkpoint(accelerator, checkpoint)
         state = {"step": saved["step"], "pools": pools_from_table(saved["pools"])}
     elif args.block_projection == "pca":
         _fit_projections(args, accelerator, supernet, teacher, train_loader)
