@@ -3,6 +3,7 @@ import torch
 from conftest import random_inputs
 from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
+from nasbert_hf.architecture import Architecture
 from nasbert_hf.inheritance import (
     TeacherImportance,
     fit_layer_bases,
@@ -101,8 +102,6 @@ def test_identity_basis_with_teacher_norms_reproduces_every_teacher_sub_layer():
         ffn_out, _ = run_op(ffn, capture.records[index, "attention_out"], None, inner_size=INNER)
         torch.testing.assert_close(ffn_out[mask], capture.hidden_states[index + 1][mask], atol=1e-5, rtol=0)
         # The whole block (identity projections) is the teacher's layer.
-        from nasbert_hf.architecture import Architecture
-
         arch = Architecture(HIDDEN, ("mha:4", "ffn:64"))
         output = block(capture.hidden_states[index], key_mask, arch)
         torch.testing.assert_close(output[mask], capture.hidden_states[index + 1][mask], atol=1e-5, rtol=0)
