@@ -22,10 +22,12 @@ What.
 Coordinates. Supernet blocks read and write whitened principal coordinates of the teacher's
 states (`projections.py`): `x = S^-1 P (h - mu)`, so `h ~ P^T S x + mu`. An input map `W h + c`
 becomes `(W P^T S) x + (W mu + c)`; a residual update `u = W_o z + c_o` becomes
-`S^-1 P (W_o z + c_o)`. With the basis of the block's input for every op of the block (the
-default, `layer_bases=None`) the first op reads its input exactly; `layer_bases` (the principal
-bases of the teacher's states at every layer input, `fit_layer_bases`) gives the ops of layer l
-the basis of layer l instead (measured worse, docs/supernet.md). LayerNorms start at weight 1,
+`S^-1 P (W_o z + c_o)`. Which basis an op uses: with `layer_bases` (the principal bases of the
+teacher's states at every layer input, `fit_layer_bases`; recommended) the ops of layer l use
+layer l's basis; without, every op of block b uses block b's input basis. The principal bases of
+consecutive layers are nearly unrelated coordinate systems and post-LN residual ops cannot rotate
+their residual stream, so per-layer bases spread that change of basis over the layer boundaries:
+they start and train better (docs/supernet.md, "Inheriting the teacher's weights"). LayerNorms start at weight 1,
 bias 0: whitened coordinates have unit scale, as LayerNorm outputs do. The teacher's LayerNorm
 gains live in teacher coordinates and have no counterpart there.
 
@@ -147,9 +149,11 @@ def inherit_from_teacher(supernet, teacher, bases, importance, layer_bases=None,
     """Initialise every `mha` and `ffn` op of `supernet` from the teacher sub-layer it replaces.
 
     `bases`: the `B + 1` block-boundary bases given to `Supernet.fit_projections` (components,
-    scales, mean); `importance`: `teacher_importance(teacher, batches)`. By default every op of
-    block b reads and writes block b's input basis. `layer_bases` (`fit_layer_bases`, the
-    `num_layers + 1` bases at the layer inputs) gives the ops of teacher layer l layer l's basis.
+    scales, mean); `importance`: `teacher_importance(teacher, batches)`. `layer_bases`
+    (`fit_layer_bases(teacher, batches, max_hidden_size)`, the `num_layers + 1` bases at the layer
+    inputs; recommended, measured better) gives the ops of teacher layer l layer l's basis; the
+    block bases are then `layer_bases[l]` at `l in teacher.block_boundaries(B)`, so one teacher
+    pass fits both. Without it every op of block b reads and writes block b's input basis.
     `query_scale` multiplies the inherited query weights and biases. Returns the list of
     `(block, slot, op key, teacher layer)` that were initialised.
     """
