@@ -63,10 +63,12 @@ from .training import (
 )
 
 # Arguments that define the run; a resumed run must keep them (others, like max_steps, may change).
+INITS = ("inherit", "random")
+
 RUN_IDENTITY = (
     "search_space", "teacher", "corpus", "seq_len", "batch_size", "seed", "learning_rate", "weight_decay",
     "dropout", "validation_size", "max_train_sequences", "pool_size", "num_bins", "drop_fraction", "min_per_bin",
-    "shrink_every", "eval_batch_size", "eval_batches", "block_projection", "projection_batches",
+    "shrink_every", "eval_batch_size", "eval_batches", "block_projection", "projection_batches", "init",
 )
 
 
@@ -104,6 +106,11 @@ class SupernetTrainingArguments(LoopArguments):
             "whole models) or learned (trained with each block)."
         },
     )
+    init: str = field(
+        default="inherit",
+        metadata={"help": "Supernet ops start from the teacher layers they replace (inherit: importance-sorted heads "
+                          "and neurons in the principal bases, needs pca projections) or at random (random)."},
+    )
     projection_batches: int = field(
         default=8, metadata={"help": "Training batches whose teacher states fit the pca projections."}
     )
@@ -116,6 +123,11 @@ class SupernetTrainingArguments(LoopArguments):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
         check_block_projection(self.block_projection)
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r}: expected one of {', '.join(INITS)}.")
+        if self.init == "inherit" and self.block_projection != "pca":
+            raise ValueError("init='inherit' maps the teacher's weights through the pca projections; "
+                             "use block_projection='pca' or init='random'.")
 
     def shrinking(self):
         return ShrinkingConfig(self.pool_size, self.num_bins, self.shrink_every, self.drop_fraction, self.min_per_bin)
@@ -279,18 +291,30 @@ class TrainingLoop:
 
 def _fit_projections(args, accelerator, supernet, teacher, train_loader):
     """Fit the fixed block projections on the first `projection_batches` training batches of epoch 0
-    (moments summed over processes, so every process and any process count get the same maps)."""
-    from .projections import fit_boundary_bases
+    (moments summed over processes, so every process and any process count get the same maps),
+    start the searched embedding from the teacher's, and with `init="inherit"` the ops from the
+    teacher layers they replace (`inheritance.py`)."""
+    from .inheritance import fit_layer_bases, inherit_from_teacher, teacher_importance
 
     train_loader.set_epoch(0)
-    batches = itertools.islice(train_loader, args.projection_batches)
+    batches = list(itertools.islice(train_loader, args.projection_batches))
+    reduce_sum = lambda tensor: accelerator.reduce(tensor, "sum")  # noqa: E731
     with accelerator.autocast():
-        bases = fit_boundary_bases(
-            teacher, batches, len(supernet.blocks), supernet.projection_rows,
-            reduce_sum=lambda tensor: accelerator.reduce(tensor, "sum"),
-        )
+        # Bases at every teacher layer: the block boundaries are some of them, and inherited ops
+        # read and write the basis of the teacher layer they replace.
+        layer_bases = fit_layer_bases(teacher, batches, supernet.projection_rows, reduce_sum=reduce_sum)
+    bases = [layer_bases[layer] for layer in teacher.block_boundaries(len(supernet.blocks))]
     supernet.fit_projections(bases)
     supernet.init_embeddings(teacher, bases)
+    if args.init == "inherit":
+        importance = teacher_importance(teacher, batches)
+        inherit_from_teacher(supernet, teacher, bases, importance, layer_bases=layer_bases)
+        if accelerator.num_processes > 1:  # importance was measured on each process's own batches
+            from accelerate.utils import broadcast
+
+            with torch.no_grad():
+                for parameter in supernet.parameters():
+                    parameter.copy_(broadcast(parameter.detach().clone()))
 
 
 def _embedding_dimensions(space, teacher):

@@ -27,6 +27,8 @@ def test_presets_are_the_documented_spaces():
     assert any(code.startswith("mha:") for code in base.ops) and any(code.startswith("ffn:") for code in base.ops)
     tiny = load_search_space("tiny")
     assert tiny.num_blocks <= 6 and 2 <= tiny.slots_per_block <= 4 and tiny.max_hidden_size <= 384
+    # The paper's embedding widths: 64 for its 5M model, 128 for 10-20M, 256 for 25-35M, 384/512 above.
+    assert tiny.embedding_sizes == (64, 128, 256) and base.embedding_sizes == (64, 128, 256, 384, 512)
 
 
 def test_recipe_configs_are_links_to_the_packaged_presets():

@@ -208,8 +208,11 @@ def test_a_few_steps_lower_every_blocks_loss_on_real_text(tmp_path, block_projec
     from nasbert_hf.shrinking import ShrinkingConfig, initial_pools, sample_block_archs, score_pool
     from nasbert_hf.teacher import load_teacher
 
+    from nasbert_hf.search_space import SearchSpace
+
     teacher = load_teacher()
-    space = load_search_space("tiny")
+    tiny = load_search_space("tiny")  # its blocks (the embedding search is tested elsewhere)
+    space = SearchSpace(tiny.hidden_sizes, tiny.ops, tiny.num_slots, tiny.num_blocks)
     corpus = real_text_sample(tmp_path / "wiki.txt", 60_000)
     splits = build_mlm_datasets(str(corpus), teacher.tokenizer, seq_len=32, validation_size=8, cache_dir=str(tmp_path / "cache"))
     train = mlm_dataloader(splits["train"], teacher.tokenizer, batch_size=8, seed=0)
