@@ -70,9 +70,10 @@ class TeacherImportance:
 
 
 @torch.no_grad()
-def teacher_importance(teacher, batches):
+def teacher_importance(teacher, batches, reduce_sum=None):
     """Importance of every attention head and FFN neuron of `teacher`, measured on `batches`
-    (dicts with `input_ids` and `attention_mask`); padding tokens are skipped. Raises ValueError
+    (dicts with `input_ids` and `attention_mask`); padding tokens are skipped. `reduce_sum` sums the
+    statistics over processes, so that every process count ranks the same way. Raises ValueError
     for a teacher without BERT-style layers (`Teacher.layer`) and when `batches` is empty."""
     layers = [teacher.layer(index) for index in range(teacher.num_layers)]
     heads = torch.zeros(len(layers), layers[0].num_heads, dtype=torch.float64)
@@ -119,6 +120,9 @@ def teacher_importance(teacher, batches):
     finally:
         for handle in handles:
             handle.remove()
+    if reduce_sum is not None:
+        heads, activations = reduce_sum(heads), reduce_sum(activations)
+        tokens = int(reduce_sum(torch.tensor([tokens], dtype=torch.float64)).item())
     if tokens == 0:
         raise ValueError("teacher_importance got no tokens: the batches are empty.")
     output_norms = torch.stack([layer.output.weight.double().norm(dim=0).cpu() for layer in layers])

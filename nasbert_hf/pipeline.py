@@ -124,13 +124,26 @@ def _check_budgets_early(training_args, search_args):
     check_budgets(search_args.budgets, load_search_space(training_args.search_space), teacher, training_args.seq_len)
 
 
-def auto_budgets(tables, cost_model, teacher_params, ladder=LADDER):
+def auto_budgets(tables, cost_model, teacher_params, ladder=LADDER, fallback_sizes=3):
     """The paper's sizes (`LADDER`, total parameters) that the candidates can meet, up to
-    `LADDER_MAX_FRACTION` of the teacher; when none fits, one budget halfway between the smallest
-    model and the teacher."""
-    low = minimum_cost(tables, cost_model)
-    budgets = [Budget("params", size) for size in ladder if low <= size <= LADDER_MAX_FRACTION * teacher_params]
-    return budgets or [Budget("params", float(f"{(low + teacher_params) / 2:.2g}"))]
+    `LADDER_MAX_FRACTION` of the teacher. When none fits (small teachers), a ladder of
+    `fallback_sizes` budgets spaced geometrically from just above the smallest model to that same
+    ceiling, or one budget halfway to the teacher when there is no room for a ladder."""
+    low, high = minimum_cost(tables, cost_model), LADDER_MAX_FRACTION * teacher_params
+    budgets = [Budget("params", size) for size in ladder if low <= size <= high]
+    if budgets:
+        return budgets
+    if high <= low * 1.2:
+        return [Budget("params", max(low, float(f"{(low + teacher_params) / 2:.2g}")))]
+    start = low * 1.1  # room to pick among several candidates even at the smallest size
+    sizes = [start * (high / start) ** (i / (fallback_sizes - 1)) for i in range(fallback_sizes)]
+    return [Budget("params", _round_down(size)) for size in sizes]
+
+
+def _round_down(value, digits=3):
+    """`value` cut to `digits` significant digits, never above it (a budget stays under its ceiling)."""
+    scale = 10 ** (math.floor(math.log10(value)) - digits + 1)
+    return math.floor(value / scale) * scale
 
 
 def teacher_dimensions(teacher):

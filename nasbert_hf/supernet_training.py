@@ -307,14 +307,8 @@ def _fit_projections(args, accelerator, supernet, teacher, train_loader):
     supernet.fit_projections(bases)
     supernet.init_embeddings(teacher, bases)
     if args.init == "inherit":
-        importance = teacher_importance(teacher, batches)
+        importance = teacher_importance(teacher, batches, reduce_sum=reduce_sum)
         inherit_from_teacher(supernet, teacher, bases, importance, layer_bases=layer_bases)
-        if accelerator.num_processes > 1:  # importance was measured on each process's own batches
-            from accelerate.utils import broadcast
-
-            with torch.no_grad():
-                for parameter in supernet.parameters():
-                    parameter.copy_(broadcast(parameter.detach().clone()))
 
 
 def _embedding_dimensions(space, teacher):

@@ -135,9 +135,12 @@ def test_auto_budgets_follow_the_papers_ladder(compressed, setup):  # noqa: F811
     ladder = (low / 2, low * 1.2, low * 1.5, low * 3)
     budgets = auto_budgets(tables, cost, teacher_params=low * 2.5, ladder=ladder)
     assert [b.limit for b in budgets] == [low * 1.2, low * 1.5] and all(b.metric == "params" for b in budgets)
-    # None fits: one budget between the smallest model and the teacher.
-    (only,) = auto_budgets(tables, cost, teacher_params=low * 2, ladder=(low * 10,))
-    assert low <= only.limit <= 2 * low and not math.isinf(only.limit)
+    # None fits: a geometric ladder from just above the smallest model to 70% of the teacher.
+    fallback = [b.limit for b in auto_budgets(tables, cost, teacher_params=low * 4, ladder=(low * 10,))]
+    assert len(fallback) == 3 and low < fallback[0] < fallback[1] < fallback[2] <= 0.7 * 4 * low
+    # No room for a ladder: one budget between the smallest model and the teacher.
+    (only,) = auto_budgets(tables, cost, teacher_params=low * 1.5, ladder=(low * 10,))
+    assert low <= only.limit <= 1.5 * low and not math.isinf(only.limit)
 
 
 def test_check_budgets_knows_the_smallest_model_of_a_space(setup):  # noqa: F811

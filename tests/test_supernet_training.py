@@ -132,7 +132,7 @@ def test_finished_run_loads_and_assembles_whole_architectures(setup, finished_ru
     supernet, space, _ = Supernet.from_run(finished_run)
     pools = read_candidates(finished_run / "candidates.json")
     best = [min((c for c in pool if c.arch.hidden_size == 24), key=lambda c: c.loss) for pool in pools]
-    arch = space.join([c.arch for c in best])
+    arch = space.join([c.arch for c in best], embedding_size=16)
     teacher = load_teacher(setup["teacher"])
     splits = build_mlm_datasets(setup["corpus"], teacher.tokenizer, seq_len=32, cache_dir=setup["cache_dir"])
     loader = mlm_dataloader(splits["validation"], teacher.tokenizer, batch_size=8, shuffle=False)
