@@ -64,6 +64,7 @@ from .training import (
 
 # Arguments that define the run; a resumed run must keep them (others, like max_steps, may change).
 INITS = ("inherit", "random")
+PCA_BASES = ("shared", "per-boundary")
 
 RUN_IDENTITY = (
     "search_space", "teacher", "corpus", "seq_len", "batch_size", "seed", "learning_rate", "weight_decay",
@@ -106,6 +107,12 @@ class SupernetTrainingArguments(LoopArguments):
             "whole models) or learned (trained with each block)."
         },
     )
+    pca_basis: str = field(
+        default="shared",
+        metadata={"help": "Directions of the pca projections: shared (one rotation for every block boundary, a mean "
+                          "and scales per boundary, so residual paths carry each direction to itself) or "
+                          "per-boundary (each boundary's own principal directions)."},
+    )
     init: str = field(
         default="inherit",
         metadata={"help": "Supernet ops start from the teacher layers they replace (inherit: importance-sorted heads "
@@ -123,6 +130,8 @@ class SupernetTrainingArguments(LoopArguments):
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
         check_block_projection(self.block_projection)
+        if self.pca_basis not in PCA_BASES:
+            raise ValueError(f"pca_basis={self.pca_basis!r}: expected one of {', '.join(PCA_BASES)}.")
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r}: expected one of {', '.join(INITS)}.")
         if self.init == "inherit" and self.block_projection != "pca":
@@ -302,7 +311,8 @@ def _fit_projections(args, accelerator, supernet, teacher, train_loader):
     with accelerator.autocast():
         # Bases at every teacher layer: the block boundaries are some of them, and inherited ops
         # read and write the basis of the teacher layer they replace.
-        layer_bases = fit_layer_bases(teacher, batches, supernet.projection_rows, reduce_sum=reduce_sum)
+        layer_bases = fit_layer_bases(teacher, batches, supernet.projection_rows, reduce_sum=reduce_sum,
+                                      shared=args.pca_basis == "shared")
     bases = [layer_bases[layer] for layer in teacher.block_boundaries(len(supernet.blocks))]
     supernet.fit_projections(bases)
     supernet.init_embeddings(teacher, bases)
