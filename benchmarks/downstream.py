@@ -19,7 +19,7 @@ from search_quality import uniform_within  # noqa: E402
 
 from nasbert_hf.cost import ParamsCost  # noqa: E402
 from nasbert_hf.distill import distill_exported, distilled_steps  # noqa: E402
-from nasbert_hf.export import model_metadata, save_model_folder  # noqa: E402
+from nasbert_hf.export import from_supernet, model_metadata, save_model_folder  # noqa: E402
 from nasbert_hf.report import ReportArguments, model_folders, report  # noqa: E402
 from nasbert_hf.search import Budget  # noqa: E402
 from nasbert_hf.supernet import Supernet  # noqa: E402
@@ -42,7 +42,7 @@ def export_baselines(out, run_dir):
         name = f"uniform-{metadata['name'].removeprefix('nasbert-')}"
         folder = out / "baselines" / name
         if not (folder / "nasbert.json").is_file():
-            model = supernet.export(arch, teacher)
+            model = from_supernet(supernet, arch, teacher)
             record = model_metadata(name, arch, model.config, teacher=run_config["teacher"],
                                     corpus=metadata.get("corpus"), baseline_for=metadata["name"])
             save_model_folder(model, teacher.tokenizer, record, folder)

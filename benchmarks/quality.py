@@ -32,7 +32,8 @@ from pathlib import Path
 
 from nasbert_hf.architecture import Architecture
 from nasbert_hf.distill import distill_exported, distilled_steps
-from nasbert_hf.export import model_metadata, save_model_folder, write_json
+from nasbert_hf.export import from_supernet, model_metadata, save_model_folder
+from nasbert_hf.folders import write_json
 from nasbert_hf.pipeline import CachedTeacher, is_finished, teacher_dimensions, validation_batches
 from nasbert_hf.report import ReportArguments, finetune, headline, model_fingerprint
 from nasbert_hf.search import Budget, cost_model_for, human
@@ -200,7 +201,7 @@ def main():
                 log(f"{meta['name']}: no uniform shape fits {meta['budget']}")
                 continue
             if not (folder / "nasbert.json").is_file():
-                model = source.export(arch_, teacher)
+                model = from_supernet(source, arch_, teacher)
                 record = model_metadata(folder.name, arch_, model.config, teacher=run_config["teacher"],
                                         budget=meta["budget"], baseline_for=meta["name"], kind=kind)
                 save_model_folder(model, teacher.tokenizer, record, folder)

@@ -9,8 +9,6 @@ pooler kept): distillation needs one, and so does `AutoModelForMaskedLM`.
 """
 
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 from transformers import (
@@ -127,7 +125,7 @@ def load_bert(name_or_path):
     """
     from transformers import AutoConfig
 
-    from .training import check_model_weights
+    from .folders import check_model_weights
 
     config = AutoConfig.from_pretrained(name_or_path)
     if config.model_type != "bert":
@@ -159,22 +157,15 @@ def convert_folder(bert, out_dir):
     survives, and a failure leaves the previous folder intact."""
     from transformers import AutoTokenizer
 
-    from .export import replace_folder
+    from .folders import atomic_folder
 
     converted = from_bert(load_bert(bert))
     if isinstance(converted, NasBertModel):
         converted = with_mlm_head(converted)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as staging:
         converted.save_pretrained(staging)
         try:
             AutoTokenizer.from_pretrained(bert).save_pretrained(staging)
         except (OSError, ValueError):
             print(f"note: no tokenizer found beside {bert}; saved the model only.")
-        replace_folder(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return converted

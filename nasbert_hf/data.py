@@ -45,6 +45,8 @@ import torch
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader, Sampler
 
+from .training import derive_seed
+
 DEFAULT_CORPUS = str(Path(__file__).resolve().parent / "data" / "wiki-sample.txt.gz")
 
 TEXT_SUFFIXES = (".txt", ".txt.gz")
@@ -320,7 +322,7 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         if self.shuffle:
-            generator = torch.Generator().manual_seed(_derive_seed(self.seed, self.epoch))
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = range(self.size)
@@ -364,7 +366,7 @@ class MLMCollator:
 
     def mask(self, input_ids, attention_mask, epoch, index):
         """BERT masking of one example: (masked ids, labels with -100 at unmasked positions)."""
-        generator = torch.Generator().manual_seed(_derive_seed(self.seed, epoch, index))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch, index))
         input_ids = input_ids.long()
         maskable = attention_mask.bool() & ~torch.isin(input_ids, self._special)
         chosen = (torch.rand(input_ids.shape, generator=generator) < self.mlm_probability) & maskable
@@ -394,8 +396,3 @@ def mlm_dataloader(dataset, tokenizer, batch_size, shuffle=True, seed=0, mlm_pro
     )
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
     return DataLoader(_KeyedDataset(dataset), batch_size=batch_size, sampler=sampler, collate_fn=collator)
-
-
-def _derive_seed(*numbers) -> int:
-    """A well-mixed 63-bit seed from a tuple of non-negative integers (stable across Python versions)."""
-    return int(np.random.SeedSequence([int(number) for number in numbers]).generate_state(1, dtype=np.uint64)[0] >> 1)

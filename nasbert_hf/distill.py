@@ -26,7 +26,6 @@ process), so one process, several gloo/GPU processes, and a run killed and `--re
 the same model.
 """
 
-import json
 import logging
 import math
 import os
@@ -44,13 +43,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .blockwise import masked_sse
+from .folders import (
+    CONFIG_FILE, SUPERNET_WEIGHTS_FILE, check_model_dir, check_model_weights, read_json, read_metadata, write_json,
+)
 from .training import (
     CHECKPOINTS,
     LoopArguments,
     check_at_least_one,
     LOG_FILE,
     check_global_batches,
-    check_model_weights,
     check_optimizer_arguments,
     derive_seed,
     latest_checkpoint,
@@ -62,7 +63,6 @@ from .training import (
     save_checkpoint,
     truncate_log,
 )
-from .zoo import METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def init_projections(student, supernet_run=None):
 
 
 def _supernet_output_projections(run_dir, num_blocks):
-    path = Path(run_dir) / "supernet.safetensors"
+    path = Path(run_dir) / SUPERNET_WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --supernet-run must be a finished supernet run folder.")
     with safe_open(str(path), framework="pt") as handle:
@@ -309,10 +309,8 @@ def load_student(model_dir, dropout=None):
     own values, so that the saved model fine-tunes with its original dropout.
     """
     from .modeling import NasBertForMaskedLM
-    from .zoo import check_model_dir
-
-    config_path = Path(model_dir) / "config.json"
-    model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type") if config_path.is_file() else None
+    config_path = Path(model_dir) / CONFIG_FILE
+    model_type = read_json(config_path).get("model_type") if config_path.is_file() else None
     if model_type not in (None, NasBertForMaskedLM.config_class.model_type):
         raise ValueError(
             f"{model_dir} holds a {model_type!r} model; distillation takes NasBert models (`nasbert search` exports, "
@@ -320,12 +318,11 @@ def load_student(model_dir, dropout=None):
         )
     model_dir = check_model_dir(model_dir)
     check_model_weights(model_dir)
-    metadata_path = model_dir / METADATA_FILE
-    metadata = json.loads(metadata_path.read_text(encoding="utf-8")) if metadata_path.is_file() else None
+    metadata = read_metadata(model_dir)
     if dropout is None:
         return _check_materialised(NasBertForMaskedLM.from_pretrained(model_dir), model_dir), metadata
     model = NasBertForMaskedLM.from_pretrained(model_dir, **{name: dropout for name in DROPOUT_FIELDS})
-    saved = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    saved = read_json(model_dir / CONFIG_FILE)
     for name in DROPOUT_FIELDS:
         setattr(model.config, name, saved.get(name, getattr(model.config, name)))
     return _check_materialised(model, model_dir), metadata
@@ -533,11 +530,9 @@ class DistillationLoop:
         """Validation losses of the model as it came in (computed once; a resumed run reads them back)."""
         path = self.run_dir / INITIAL_VALIDATION
         if step > 0:
-            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+            return read_json(path) if path.is_file() else None
         losses = self.validate()
         if self.accelerator.is_main_process:
-            from .export import write_json
-
             write_json(path, losses)
         return losses
 
@@ -596,7 +591,7 @@ def _check_run_dir(args, run_dir, run_config, accelerator):
                 f"{run_dir} already holds a distillation run ({DISTILL_CONFIG}); pass --resume to continue it or "
                 "choose another --run-dir."
             )
-        saved = json.loads(config_path.read_text(encoding="utf-8"))
+        saved = read_json(config_path)
         if saved.get("architecture") != run_config["architecture"]:
             raise ValueError(
                 f"--resume: the run distils {saved.get('architecture')}, {args.model} is {run_config['architecture']}; "
@@ -630,8 +625,6 @@ def _same_value(name, saved, current, run_dir):
 
 
 def _write_run_config(run_dir, run_config, checkpoint, accelerator):
-    from .export import write_json
-
     if accelerator.is_main_process:
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
         write_json(run_dir / DISTILL_CONFIG, run_config)
@@ -704,8 +697,7 @@ def check_distill_options(options):
 
 def distilled_steps(model_dir):
     """Steps the model in `model_dir` was distilled for (0 when it was not)."""
-    path = Path(model_dir) / METADATA_FILE
-    metadata = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    metadata = read_metadata(model_dir) or {}
     return int((metadata.get("distillation") or {}).get("steps", 0))
 
 

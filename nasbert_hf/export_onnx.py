@@ -11,9 +11,7 @@ Works for any Hugging Face model of the task (the latency benchmark exports plai
 """
 
 import contextlib
-import json
 import logging
-import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +26,8 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
 )
+
+from .folders import atomic_path, check_model_dir, write_json
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_FILE = "model.onnx"
@@ -77,23 +77,7 @@ class ExportReport:
     dev: dict | None = None  # filled by `nasbert export-onnx --dev-data DIR` (an `AccuracyReport`)
 
     def save(self, folder):
-        write_atomic(Path(folder) / REPORT_FILE, json.dumps(asdict(self), indent=2) + "\n")
-
-
-def temporary_path(path):
-    """A hidden temporary name beside `path`: renaming it onto `path` is atomic (same folder)."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def write_atomic(path, text):
-    """Write `text` to `path` via a temporary file in the same folder, so readers never see half a file."""
-    temporary = temporary_path(path)
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+        write_json(Path(folder) / REPORT_FILE, asdict(self))
 
 
 def get_task(name):
@@ -111,25 +95,11 @@ def task_of(config):
     return "feature-extraction"
 
 
-def check_model_dir(model_dir):
-    """Raise `FileNotFoundError` unless `model_dir` holds a config and safetensors weights."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"Model folder {model_dir} does not exist; pass a folder written by save_pretrained.")
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} has no config.json; pass a folder written by save_pretrained.")
-    if not any(model_dir.glob("*.safetensors")) and not (model_dir / "model.safetensors.index.json").is_file():
-        raise FileNotFoundError(
-            f"{model_dir} has no model weights (model.safetensors): expected a folder written by "
-            "save_pretrained (e.g. by `nasbert convert` or `nasbert compress`), not just a config."
-        )
-
-
 def load_model(model_dir, task=None):
     """`(model, task)` from a saved folder, in eval mode; `task` defaults to the saved head's."""
     import nasbert_hf  # noqa: F401  (registers `nasbert` with the Auto classes)
 
-    check_model_dir(model_dir)
+    check_model_dir(model_dir, model_type=None)  # any Hugging Face model of the task
     task = task or task_of(AutoConfig.from_pretrained(model_dir))
     model = get_task(task).auto_class.from_pretrained(model_dir, use_safetensors=True)
     return model.eval(), task
@@ -267,9 +237,8 @@ def export_model(model, path, task, atol=DEFAULT_ATOL, opset=None):
     The graph goes to a temporary file beside `path` and is renamed only after the check passes.
     """
     get_task(task)
-    path, temporary = Path(path), temporary_path(path)
     model.eval()
-    try:
+    with atomic_path(path) as temporary:
         trace_to_onnx(model, temporary, task, opset)
         diff = max_abs_diff(model, load_session(temporary), task)
         if not diff < atol:
@@ -278,9 +247,6 @@ def export_model(model, path, task, atol=DEFAULT_ATOL, opset=None):
                 f"inputs; refusing to write {path}. Report it with the model's config, or raise --atol "
                 "if that difference is acceptable."
             )
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
     return diff
 
 
@@ -327,7 +293,6 @@ __all__ = [
     "export_onnx",
     "export_model",
     "trace_to_onnx",
-    "check_model_dir",
     "load_model",
     "task_of",
     "load_session",
@@ -336,5 +301,4 @@ __all__ = [
     "max_abs_diff",
     "parity_batches",
     "random_padded_inputs",
-    "write_atomic",
 ]

@@ -7,9 +7,6 @@ fine-tuned on the task (task distillation, as NAS-BERT's final fine-tuning does)
 dataclasses for `HfArgumentParser`, so the recipes take flags or a YAML/JSON file.
 """
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +25,9 @@ from transformers import (
 )
 
 from . import glue, squad
+from .folders import atomic_write_text, check_model_weights, write_json
 from .metrics import load_metric
-from .training import check_max_length, check_model_weights
+from .training import check_max_length
 
 # ---------------------------------------------------------------------------------------------
 # Arguments
@@ -223,24 +221,6 @@ def build_trainer(model, training_args, model_args, auto_class, **kwargs):
 # ---------------------------------------------------------------------------------------------
 
 
-def write_text_atomic(path, text):
-    """Write to a temp file beside `path`, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path, data):
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _first(dataset, count):
     return dataset if count is None else dataset.select(range(min(count, len(dataset))))
 
@@ -251,7 +231,7 @@ def _train(trainer, training_args, **counts):
     trainer.save_model()
     metrics = dict(result.metrics, **counts)
     if trainer.is_world_process_zero():
-        write_json_atomic(Path(training_args.output_dir) / "train_results.json", metrics)
+        write_json(Path(training_args.output_dir) / "train_results.json", metrics, sort_keys=True)
     return metrics
 
 
@@ -357,7 +337,7 @@ def run_glue(model_args, data_args, training_args):
         path = output_dir / f"{_split_prefix(split)}_results_{task.name}.tsv"
         write_glue_predictions(trainer, task, datasets[split], path)
     if trainer.is_world_process_zero():
-        write_json_atomic(output_dir / "eval_results.json", results)
+        write_json(output_dir / "eval_results.json", results, sort_keys=True)
     return results
 
 
@@ -371,7 +351,7 @@ def write_glue_predictions(trainer, task, dataset, path):
         values = [task.labels[i] for i in np.argmax(logits, axis=-1)]
     if trainer.is_world_process_zero():
         rows = "".join(f"{index}\t{value}\n" for index, value in zip(dataset["idx"], values))
-        write_text_atomic(path, "index\tprediction\n" + rows)
+        atomic_write_text(path, "index\tprediction\n" + rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,7 +429,7 @@ def run_squad(model_args, data_args, training_args):
         metrics, predictions = evaluate_squad(trainer, examples, features, data_args)
         results.update(metrics)
         if trainer.is_world_process_zero():
-            write_json_atomic(Path(training_args.output_dir) / "eval_predictions.json", predictions)
+            write_json(Path(training_args.output_dir) / "eval_predictions.json", predictions, sort_keys=True)
     if trainer.is_world_process_zero():
-        write_json_atomic(Path(training_args.output_dir) / "eval_results.json", results)
+        write_json(Path(training_args.output_dir) / "eval_results.json", results, sort_keys=True)
     return results

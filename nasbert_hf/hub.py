@@ -24,8 +24,9 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
+from .folders import CONFIG_FILE, MODEL_CARD_FILE, check_model_dir, read_json, write_metadata
 from .model_card import build_model_card
-from .zoo import check_model_dir, hub_org, read_metadata, resolve
+from .zoo import hub_org, read_metadata, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ def stage(model_dir, repo_id=None, license="apache-2.0"):
             logger.warning("Not uploading %s: pickled files are never shared; weights go as safetensors.", relative)
             continue
         files[relative.as_posix()] = path
-    if "README.md" not in files:
-        files["README.md"] = build_model_card(model_dir, repo_id=repo_id, license=license).encode()
+    if MODEL_CARD_FILE not in files:
+        files[MODEL_CARD_FILE] = build_model_card(model_dir, repo_id=repo_id, license=license).encode()
     _add_remote_code(model_dir, files)
     return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content) for name, content in files.items()]
 
@@ -72,10 +73,10 @@ def _add_remote_code(model_dir, files):
     package = Path(configuration_nasbert.__file__).parent
     for name in REMOTE_CODE:
         files.setdefault(name, package / name)
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    config = read_json(model_dir / CONFIG_FILE)
     if config.get("auto_map") != configuration_nasbert.AUTO_MAP:
         config["auto_map"] = dict(configuration_nasbert.AUTO_MAP)
-        files["config.json"] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+        files[CONFIG_FILE] = (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
 
 
 def push(
@@ -111,8 +112,7 @@ def push(
             model_or_dir.save_pretrained(folder)
             if tokenizer is not None:
                 tokenizer.save_pretrained(folder)
-            metadata = {"name": repo_id.split("/")[-1]}
-            (Path(folder) / "nasbert.json").write_text(json.dumps(metadata), encoding="utf-8")
+            write_metadata(folder, {"name": repo_id.split("/")[-1]})
             return push(folder, repo_id, private=private, token=token, revision=revision,
                         commit_message=commit_message, license=license, endpoint=endpoint)
     model_dir, zoo_name = _model_dir(model_or_dir)

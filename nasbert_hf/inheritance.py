@@ -47,7 +47,6 @@ from dataclasses import dataclass
 import torch
 
 from .projections import fit_boundary_bases
-from .supernet import op_key
 
 
 @dataclass
@@ -112,11 +111,7 @@ def teacher_importance(teacher, batches, reduce_sum=None):
             mask = batch.get("attention_mask")
             keep["mask"] = None if mask is None else mask.bool().reshape(-1)
             tokens += int(batch["input_ids"].numel() if mask is None else mask.sum())
-            teacher.model(
-                input_ids=batch["input_ids"].to(teacher.device),
-                attention_mask=None if mask is None else mask.to(teacher.device),
-                return_dict=True,
-            )
+            teacher.forward(batch["input_ids"], mask)
     finally:
         for handle in handles:
             handle.remove()

@@ -83,11 +83,7 @@ class LatencyTable(CostModel):
 
     def save(self, path):
         """Write atomically: a crash never leaves a half-written table."""
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as handle:
-            json.dump(asdict(self), handle, indent=2, sort_keys=True)
-        os.replace(handle.name, path)
+        write_json(path, asdict(self), sort_keys=True)
 
     @classmethod
     def load(cls, path):

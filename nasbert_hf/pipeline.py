@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from .export import model_metadata, save_model_folder, write_json
+from .export import from_supernet, model_metadata, save_model_folder
+from .folders import (
+    CANDIDATES_FILE, METADATA_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, SUPERNET_WEIGHTS_FILE, read_json, write_json,
+)
 from .latency import LatencyTable, measure_latency_table, measure_model_latency, random_architectures
 from .search import Budget, cost_model_for, human, load_candidates, minimum_cost, search
 
@@ -26,7 +29,7 @@ LADDER_MAX_FRACTION = 0.7
 logger = logging.getLogger(__name__)
 
 RUN_SUBDIR = "supernet-run"
-FINISHED_MARKERS = ("supernet.safetensors", "candidates.json")
+FINISHED_MARKERS = (SUPERNET_WEIGHTS_FILE, CANDIDATES_FILE)
 
 
 @dataclass
@@ -74,7 +77,7 @@ def compress(training_args, search_args, install=True, distill_steps=0, distill_
     if is_finished(run_dir):
         logger.info("Supernet in %s is already trained; going straight to the search.", run_dir)
     else:
-        training_args.resume = (run_dir / "run_config.json").is_file()
+        training_args.resume = (run_dir / RUN_CONFIG_FILE).is_file()
         train_supernet(training_args)
     summary = exported_summary(search_args) or search_and_export(search_args)
     if distill_steps:
@@ -98,17 +101,15 @@ def compress(training_args, search_args, install=True, distill_steps=0, distill_
 def exported_summary(args):
     """The summary of an earlier search-and-export of the same budgets whose model folders are
     all there, or None (then the search runs)."""
-    path = Path(args.out) / "summary.json"
+    path = Path(args.out) / SUMMARY_FILE
     if not path.is_file():
         return None
-    import json
-
-    summary = json.loads(path.read_text(encoding="utf-8"))
+    summary = read_json(path)
     wanted = [str(budget) for budget in args.budgets]
     same_budgets = not wanted or wanted == summary.get("budgets")
-    complete = all((Path(args.out) / model["name"] / "nasbert.json").is_file() for model in summary.get("models", []))
+    complete = all((Path(args.out) / model["name"] / METADATA_FILE).is_file() for model in summary.get("models", []))
     if same_budgets and complete and summary.get("models"):
-        logger.info("Models in %s are already exported (summary.json); keeping them.", args.out)
+        logger.info("Models in %s are already exported (%s); keeping them.", args.out, SUMMARY_FILE)
         return summary
     return None
 
@@ -149,10 +150,7 @@ def _round_down(value, digits=3):
 def teacher_dimensions(teacher):
     """What a cost model needs of the teacher: exported models keep its vocabulary and positions,
     and models of the first design its embedding width."""
-    config = teacher.model.config
-    return {"embedding_size": teacher.hidden_size, "vocab_size": teacher.vocab_size,
-            "max_position_embeddings": config.max_position_embeddings,
-            "type_vocab_size": getattr(config, "type_vocab_size", 2)}
+    return {"embedding_size": teacher.hidden_size, **teacher.embedding_dimensions()}
 
 
 def check_budgets(budgets, space, teacher, seq_len=128):
@@ -244,12 +242,12 @@ def search_and_export(args):
         raise FileNotFoundError(f"{run_dir} is not a finished supernet run (needs {' and '.join(FINISHED_MARKERS)}).")
     supernet, space, run_config = Supernet.from_run(run_dir, device=args.device)
     teacher = load_teacher(args.teacher or run_config["teacher"], device=args.device)
-    tables = load_candidates(run_dir / "candidates.json")
+    tables = load_candidates(run_dir / CANDIDATES_FILE)
     seq_len = run_config["seq_len"]
     dimensions = teacher_dimensions(teacher)
     latency = {"cpu": run_latency_table(run_dir, space, teacher, seq_len, repeats=args.latency_repeats)}
     params = cost_model_for(Budget("params", math.inf), seq_len, **dimensions)
-    budgets = _unique(args.budgets) or auto_budgets(tables, params, teacher.model.num_parameters())
+    budgets = _unique(args.budgets) or auto_budgets(tables, params, teacher.num_parameters())
     cached = CachedTeacher(teacher)
     batches = validation_batches(run_config, teacher, args.rescore_batches)
 
@@ -263,7 +261,7 @@ def search_and_export(args):
         scored = [(evaluate_architecture(supernet, cached, r.architecture, batches), r) for r in candidates]
         loss, best = min(scored, key=lambda item: (item[0], item[1].approx_loss))
         arch = best.architecture
-        model = supernet.export(arch, teacher)
+        model = from_supernet(supernet, arch, teacher)
         measured = measure_model_latency(arch, "cpu", 1, seq_len, teacher.hidden_size, teacher.vocab_size,
                                          repeats=args.latency_repeats)
         metadata = model_metadata(
@@ -273,7 +271,7 @@ def search_and_export(args):
                         "batch_size": 1, "seq_len": seq_len, "machine": latency["cpu"].machine},
             block_hidden_sizes=[block.hidden_size for block in space.split(arch)],
             teacher=run_config["teacher"],
-            teacher_params=teacher.model.num_parameters(),
+            teacher_params=teacher.num_parameters(),
             corpus=run_config.get("corpus") or "embedded Wikipedia sample",
             losses={"approx_sum_of_block_losses": best.approx_loss, "assembled_validation_mse": loss},
             search={"space": run_config["search_space"], "top_k": args.top_k,
@@ -287,9 +285,9 @@ def search_and_export(args):
 
     plot_pareto(tables, chosen, {"parameters (all, embeddings included)": params,
                                  "predicted CPU latency (ms, batch 1)": latency["cpu"]}, out / "pareto.png")
-    summary = {"run_dir": str(run_dir), "teacher": run_config["teacher"], "teacher_params": teacher.model.num_parameters(),
+    summary = {"run_dir": str(run_dir), "teacher": run_config["teacher"], "teacher_params": teacher.num_parameters(),
                "budgets": [str(b) for b in budgets], "models": models}
-    write_json(out / "summary.json", summary)
+    write_json(out / SUMMARY_FILE, summary)
     return summary
 
 

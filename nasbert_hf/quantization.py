@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export_onnx import eager_outputs, load_session, parity_batches, run_session, temporary_path
+from .export_onnx import eager_outputs, load_session, parity_batches, run_session
+from .folders import atomic_path, temporary_path
 
 # Bound on `relative_error` (int8 vs fp32, relative L2) of a *random-weight* model on the random
 # padded parity batches, which the tests hold. Measured 0.007-0.041 for ONNX Runtime and
@@ -39,7 +40,7 @@ def quantize_onnx(onnx_path, out_path):
 
     load_session(onnx_path)  # a clear error for a missing or corrupted input
     out_path = Path(out_path)
-    prepared, temporary = temporary_path(out_path.with_name(f"{out_path.name}.pre")), temporary_path(out_path)
+    prepared = temporary_path(out_path.with_name(f"{out_path.name}.pre"))
     root = logging.getLogger()
     level = root.level
     try:
@@ -53,13 +54,12 @@ def quantize_onnx(onnx_path, out_path):
         # Convolutions stay float: ORT's ConvInteger has no fast depthwise kernel (12% of the int8
         # run time of a 2-conv model, more than all its float convs), and depthwise weights are tiny.
         ops = [op for op in IntegerOpsRegistry if op != "Conv"]
-        quantize_dynamic(str(prepared), str(temporary), weight_type=QuantType.QInt8, op_types_to_quantize=ops)
-        load_session(temporary)
-        temporary.replace(out_path)
+        with atomic_path(out_path) as temporary:
+            quantize_dynamic(str(prepared), str(temporary), weight_type=QuantType.QInt8, op_types_to_quantize=ops)
+            load_session(temporary)
     finally:
         root.setLevel(level)
         prepared.unlink(missing_ok=True)
-        temporary.unlink(missing_ok=True)
     return out_path
 
 

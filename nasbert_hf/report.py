@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+from .folders import (
+    CONFIG_FILE, METADATA_FILE, MODEL_CARD_FILE, atomic_write_text, read_metadata, write_json, write_metadata,
+)
 from .metrics import GLUE_METRICS
 from .search import human
 from .squad import read_json
@@ -45,10 +48,10 @@ def headline(task, results):
 
 def model_folders(out_dir):
     """The exported model folders of a compress output folder, in budget order."""
-    folders = [p.parent for p in Path(out_dir).glob("*/nasbert.json")]
+    folders = [p.parent for p in Path(out_dir).glob(f"*/{METADATA_FILE}")]
     if not folders:
-        raise FileNotFoundError(f"No exported models (*/nasbert.json) in {out_dir}; run `nasbert compress` first.")
-    return sorted(folders, key=lambda p: read_json(p / "nasbert.json")["params_no_embeddings"])
+        raise FileNotFoundError(f"No exported models (*/{METADATA_FILE}) in {out_dir}; run `nasbert compress` first.")
+    return sorted(folders, key=lambda p: read_metadata(p)["params_no_embeddings"])
 
 
 def model_fingerprint(model_dir):
@@ -59,7 +62,7 @@ def model_fingerprint(model_dir):
         return str(model_dir)
     digest = hashlib.sha256()
     for path in sorted(folder.iterdir()):
-        if path.name == "config.json" or path.suffix in (".safetensors", ".bin"):
+        if path.name == CONFIG_FILE or path.suffix in (".safetensors", ".bin"):
             digest.update(path.name.encode("utf-8"))
             with path.open("rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -105,7 +108,7 @@ def finetune(model_dir, task, args, results_dir):
     import torch
     from transformers import TrainingArguments
 
-    from .finetune import GlueArguments, ModelArguments, run_glue, write_json_atomic
+    from .finetune import GlueArguments, ModelArguments, run_glue
 
     training = TrainingArguments(
         output_dir=str(results_dir), do_train=True, do_eval=True, num_train_epochs=args.epochs,
@@ -117,15 +120,14 @@ def finetune(model_dir, task, args, results_dir):
                          max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
     results = run_glue(ModelArguments(model_name_or_path=str(model_dir)), data, training)
     results[SETTINGS_KEY] = settings
-    write_json_atomic(path, results)
+    write_json(path, results, sort_keys=True)
     return results
 
 
 def describe(model_dir):
     """Name and costs of a model folder (exported models carry them in `nasbert.json`)."""
-    path = Path(model_dir) / "nasbert.json"
-    if path.is_file():
-        metadata = read_json(path)
+    metadata = read_metadata(model_dir)
+    if metadata is not None:
         return {"name": metadata["name"], "params": metadata["params_no_embeddings"], "flops": metadata["flops"],
                 "latency": (metadata.get("latency_ms") or {}).get("cpu")}
     from transformers import AutoModel
@@ -137,14 +139,12 @@ def describe(model_dir):
 
 def record_scores(model_dir, scores):
     """Write the scores into an exported model's `nasbert.json` and refresh its model card."""
-    from .export import write_json
     from .model_card import build_model_card
 
-    path = Path(model_dir) / "nasbert.json"
-    metadata = read_json(path)
+    metadata = read_metadata(model_dir)
     metadata["scores"] = {**(metadata.get("scores") or {}), **scores}
-    write_json(path, metadata)
-    (Path(model_dir) / "README.md").write_text(build_model_card(model_dir), encoding="utf-8")
+    write_metadata(model_dir, metadata)
+    atomic_write_text(Path(model_dir) / MODEL_CARD_FILE, build_model_card(model_dir))
 
 
 def report(args):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .architecture import Architecture
 from .cost import BodyParamsCost, FlopsCost, ParamsCost
+from .shrinking import EmbeddingCandidate, pools_from_table
 
 UNITS = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
 
@@ -76,23 +77,6 @@ def human(number, exact=False):
     return f"{number:{digits}}"
 
 
-@dataclass(frozen=True)
-class EmbeddingCandidate:
-    """One embedding choice: width `embedding_size` projected to block 0's `hidden_size`, with the
-    validation loss of that embedding against the teacher's embedding output."""
-
-    embedding_size: int
-    hidden_size: int
-    loss: float
-
-    def to_dict(self):
-        return {"embedding_size": self.embedding_size, "hidden_size": self.hidden_size, "loss": self.loss}
-
-    @classmethod
-    def from_dict(cls, row):
-        return cls(int(row["embedding_size"]), int(row["hidden_size"]), float(row["loss"]))
-
-
 @dataclass
 class CandidateTables:
     """What the search chooses from: per block, the surviving candidates (`shrinking.Candidate`:
@@ -119,8 +103,6 @@ class CandidateTables:
 
 def load_candidates(path):
     """The candidate tables of a supernet run (`RUN_DIR/candidates.json`)."""
-    from .shrinking import pools_from_table
-
     path = Path(path)
     try:
         table = json.loads(path.read_text(encoding="utf-8"))

@@ -13,17 +13,16 @@ Training samples the sub-architecture of each block from its surviving pool. The
 the last shrink are scored once more at the end of training and saved as `candidates.json`.
 """
 
-import json
 import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from .architecture import Architecture
 from .cost import op_flops, op_params
+from .folders import read_json
 
 
 @dataclass
@@ -48,6 +47,23 @@ class Candidate:
     @classmethod
     def from_dict(cls, data):
         return cls(Architecture.from_dict(data), data["params"], data["flops"], data.get("bin", 0), data.get("loss"))
+
+
+@dataclass(frozen=True)
+class EmbeddingCandidate:
+    """One embedding choice: width `embedding_size` projected to block 0's `hidden_size`, with the
+    validation loss of that embedding against the teacher's embedding output."""
+
+    embedding_size: int
+    hidden_size: int
+    loss: float
+
+    def to_dict(self):
+        return {"embedding_size": self.embedding_size, "hidden_size": self.hidden_size, "loss": self.loss}
+
+    @classmethod
+    def from_dict(cls, row):
+        return cls(int(row["embedding_size"]), int(row["hidden_size"]), float(row["loss"]))
 
 
 @dataclass
@@ -160,7 +176,7 @@ def score_pool(supernet, block, pool, eval_states, reduce=None):
     """
     if not pool:
         return pool
-    device = next(supernet.parameters()).device
+    device = supernet.device
     sums = torch.zeros(len(pool), 2, dtype=torch.float64, device=device)
     for index, candidate in enumerate(pool):
         for states, mask, *_ in eval_states:
@@ -178,12 +194,11 @@ def score_pool(supernet, block, pool, eval_states, reduce=None):
 def score_embeddings(supernet, eval_states, reduce=None):
     """`[EmbeddingCandidate, ...]`: the validation loss of every embedding choice `(E, H)` on
     `eval_states` (`(states, mask, input_ids)` triples), summed over processes like `score_pool`."""
-    from .search import EmbeddingCandidate
 
     choices = supernet.embedding_candidates()
     if not choices:
         return []
-    device = next(supernet.parameters()).device
+    device = supernet.device
     sums = torch.zeros(len(choices), 2, dtype=torch.float64, device=device)
     for index, choice in enumerate(choices):
         for states, mask, input_ids in eval_states:
@@ -208,14 +223,6 @@ def pools_from_table(table):
     return [[Candidate.from_dict(entry) for entry in block] for block in table["blocks"]]
 
 
-def write_json(path, data):
-    """Write JSON atomically: a temp file in the same folder, then `os.replace`."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    temporary.replace(path)
-
-
 def read_candidates(path):
     """The per-block candidate pools saved in a run's `candidates.json`."""
-    return pools_from_table(json.loads(Path(path).read_text(encoding="utf-8")))
+    return pools_from_table(read_json(path))

@@ -16,7 +16,6 @@ models (`projections.py` says why); with `"learned"` they are trained with the b
 """
 
 import itertools
-import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,13 +26,11 @@ from torch import nn
 
 from .architecture import Architecture
 from .blockwise import BlockwiseStudent, blockwise_losses, masked_mse, masked_sse
-from .modeling import NasBertConfig, NasBertForMaskedLM, parse_op
+from .folders import RUN_CONFIG_FILE, SUPERNET_WEIGHTS_FILE, atomic_path, read_json
+from .modeling import NasBertConfig, parse_op
 from .modeling.modeling_nasbert import build_op, key_mask_from, resize_hidden, sliced_layer_norm, sliced_linear
 from .search_space import SearchSpace
 
-RUN_CONFIG = "run_config.json"
-SUPERNET_WEIGHTS = "supernet.safetensors"
-CANDIDATES = "candidates.json"
 BLOCK_PROJECTIONS = ("pca", "learned")
 
 
@@ -259,9 +256,9 @@ class Supernet(nn.Module):
         normalised teacher sum). Training then fits what the rotation leaves out."""
         if self.embeddings is None:
             return
-        source = _bert_embeddings(teacher)
+        source = teacher.embeddings()
         components, scales, mean = bases[0]
-        rotation = components[: self.search_space.max_embedding_size].to(self._device())
+        rotation = components[: self.search_space.max_embedding_size].to(self.device)
         target = self.embeddings
         for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
             table = getattr(source, name).weight.to(rotation)
@@ -355,86 +352,7 @@ class Supernet(nn.Module):
             for slot, layer, code in zip(source.slots, target.encoder.layers, arch.layers):
                 if op_key(code) != "id":
                     copy_leading_slices(layer, slot.ops[op_key(code)])
-        return student.to(self._device())
-
-    def export(self, arch, teacher):
-        """A `NasBertForMaskedLM` of `arch` initialised from the supernet and the teacher.
-
-        Embeddings: with a searched `embedding_size`, the leading slices of the supernet's
-        embedding (tables, LayerNorm, projection to block 0's width); without one, the teacher's
-        tables with block 0's input projection as `embeddings.projection`, so block 0 sees what it
-        saw in training. The op slots carry the sliced supernet weights at each block's width,
-        chained (the exported encoder resizes between widths exactly as `encode` does). The MLM
-        head's dense layer is the last block's output projection (composed with the teacher's MLM
-        transform when the teacher has an MLM head at the embedding's width; rotated into the
-        student's embedding coordinates otherwise); the decoder is tied to the word embeddings.
-        """
-        self.search_space.validate(arch)
-        model = NasBertForMaskedLM(self._export_config(arch, teacher)).to(self._device())
-        with torch.no_grad():
-            self._export_embeddings(model.nasbert.embeddings, arch, teacher)
-            layers = iter(model.nasbert.encoder.layers)
-            for block, block_arch in zip(self.blocks, self.search_space.split(arch)):
-                for slot, code in zip(block.slots, block_arch.layers):
-                    layer = next(layers)
-                    if op_key(code) != "id":
-                        copy_leading_slices(layer, slot.ops[op_key(code)])
-            self._export_head(model.cls, teacher, arch)
-        return model
-
-    def _export_embeddings(self, target, arch, teacher):
-        if arch.embedding_size is not None:
-            for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm", "projection"):
-                copy_leading_slices(getattr(target, name), getattr(self.embeddings, name))
-            return
-        embeddings = _bert_embeddings(teacher)
-        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"):
-            copy_leading_slices(getattr(target, name), getattr(embeddings, name))
-        copy_leading_slices(target.projection, self.blocks[0].input_projection)
-
-    def _export_head(self, head, teacher, arch):
-        projection = self.blocks[-1].output_projection
-        width = head.dense.in_features
-        weight, bias = projection.weight[:, :width], projection.bias
-        parts = _mlm_head_parts(teacher)
-        if arch.embedding_size is not None and arch.embedding_size != self.teacher_hidden_size:
-            # Teacher space -> the student's embedding coordinates (the rotation its tables start from).
-            rotation = self.embeddings.rotation[: arch.embedding_size]
-            head.dense.weight.copy_(rotation @ weight)
-            head.dense.bias.copy_(rotation @ bias)
-            head.LayerNorm.reset_parameters()
-            head.bias.copy_(parts[2] if parts is not None else torch.zeros_like(head.bias))
-            return
-        if parts is None:
-            head.dense.weight.copy_(weight)
-            head.dense.bias.copy_(bias)
-            head.LayerNorm.reset_parameters()
-            head.bias.zero_()
-            return
-        dense, norm, decoder_bias = parts
-        # Two linear maps in a row are one: teacher_dense(projection(h)).
-        dense_weight, dense_bias = dense.weight.to(weight), dense.bias.to(weight)
-        head.dense.weight.copy_(dense_weight @ weight)
-        head.dense.bias.copy_(dense_weight @ bias + dense_bias)
-        head.LayerNorm.load_state_dict(norm.state_dict())
-        head.bias.copy_(decoder_bias)
-
-    def _export_config(self, arch, teacher):
-        teacher_config = teacher.model.config
-        return self.op_config(
-            arch.hidden_size,
-            arch.layers,
-            layer_hidden_sizes=None if arch.is_uniform else list(arch.widths),
-            vocab_size=teacher.vocab_size,
-            embedding_size=arch.embedding_size or teacher.hidden_size,
-            embedding_projection=True,  # block 0 reads a projection of the embeddings, at any width
-            max_position_embeddings=teacher_config.max_position_embeddings,
-            type_vocab_size=getattr(teacher_config, "type_vocab_size", 2),
-            pad_token_id=getattr(teacher_config, "pad_token_id", None) or 0,
-            # The exported model is trained further and fine-tuned: BERT's dropout, not the supernet's.
-            hidden_dropout_prob=getattr(teacher_config, "hidden_dropout_prob", 0.1),
-            attention_probs_dropout_prob=getattr(teacher_config, "attention_probs_dropout_prob", 0.1),
-        )
+        return student.to(self.device)
 
     def _standalone_kwargs(self):
         """Activation, norm, dropout and init settings shared by the op modules and standalone copies."""
@@ -446,27 +364,26 @@ class Supernet(nn.Module):
             "initializer_range": self.initializer_range,
         }
 
-    def _device(self):
+    @property
+    def device(self):
         return next(self.parameters()).device
 
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, path):
-        """Write the weights as safetensors, atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp")
-        save_model(self, str(temporary))
-        temporary.replace(path)
+        """Write the weights as safetensors, atomically."""
+        with atomic_path(path) as temporary:
+            save_model(self, str(temporary))
 
     @classmethod
     def from_run(cls, run_dir, device=None):
         """`(supernet, search_space, run_config)` of a finished (or checkpointed) run folder."""
         run_dir = Path(run_dir)
-        config_path, weights_path = run_dir / RUN_CONFIG, run_dir / SUPERNET_WEIGHTS
+        config_path, weights_path = run_dir / RUN_CONFIG_FILE, run_dir / SUPERNET_WEIGHTS_FILE
         for path in (config_path, weights_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: {run_dir} is not a finished supernet run folder.")
-        run_config = json.loads(config_path.read_text(encoding="utf-8"))
+        run_config = read_json(config_path)
         space = SearchSpace.from_dict(run_config["search_space"])
         supernet = cls(space, **run_config["supernet"])
         load_model(supernet, str(weights_path), device=str(device or "cpu"))
@@ -481,38 +398,6 @@ def copy_leading_slices(target, source):
             tensor.copy_(source_state[name][tuple(slice(0, size) for size in tensor.shape)])
 
 
-def _bert_embeddings(teacher):
-    embeddings = getattr(teacher.model, "embeddings", None)
-    needed = ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")
-    if embeddings is None or not all(hasattr(embeddings, name) for name in needed):
-        raise ValueError(
-            f"Teacher {teacher.name!r} ({type(teacher.model).__name__}) has no BERT-style embeddings "
-            f"(`embeddings.{{{', '.join(needed)}}}`); export supports BERT-family teachers."
-        )
-    return embeddings
-
-
-def _mlm_head_parts(teacher):
-    """`(dense, LayerNorm, decoder bias)` of the teacher's MLM head, or None when it has none.
-
-    Read by structure, so BERT's `cls.predictions` and RoBERTa's `lm_head` both work: the first
-    hidden->hidden linear, the first LayerNorm, and the bias of the linear that outputs the vocabulary.
-    """
-    if teacher.mlm_head is None:
-        return None
-    hidden, vocab = teacher.hidden_size, teacher.vocab_size
-    modules = list(teacher.mlm_head.modules())
-    dense = next((m for m in modules if isinstance(m, nn.Linear) and m.weight.shape == (hidden, hidden)), None)
-    norm = next((m for m in modules if isinstance(m, nn.LayerNorm)), None)
-    decoder = next((m for m in modules if isinstance(m, nn.Linear) and m.out_features == vocab), None)
-    if dense is None or norm is None or decoder is None or decoder.bias is None:
-        raise ValueError(
-            f"Cannot read the MLM head of teacher {teacher.name!r} ({type(teacher.mlm_head).__name__}): expected a "
-            f"dense {hidden}->{hidden} layer, a LayerNorm and a decoder to {vocab} tokens with a bias, as in BERT."
-        )
-    return dense, norm, decoder.bias
-
-
 @torch.no_grad()
 def evaluate_architecture(supernet, teacher, arch, dataloader, max_batches=None):
     """Validation loss of a whole architecture assembled from the supernet (blocks chained, not
@@ -523,7 +408,7 @@ def evaluate_architecture(supernet, teacher, arch, dataloader, max_batches=None)
     supernet.search_space.validate(arch)
     was_training = supernet.training
     supernet.eval()
-    device = supernet._device()
+    device = supernet.device
     total, count = 0.0, 0.0
     try:
         for index, batch in enumerate(dataloader):

@@ -18,7 +18,6 @@ from (seed, step, process) at every step.
 """
 
 import itertools
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
@@ -28,6 +27,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from .blockwise import distillation_step
+from .folders import CANDIDATES_FILE, RUN_CONFIG_FILE, SUPERNET_WEIGHTS_FILE, read_json, write_json
 from .search_space import check_against_teacher, config_training_defaults, load_search_space
 from .shrinking import (
     ShrinkingConfig,
@@ -39,9 +39,8 @@ from .shrinking import (
     score_embeddings,
     score_pool,
     shrink_pool,
-    write_json,
 )
-from .supernet import CANDIDATES, RUN_CONFIG, SUPERNET_WEIGHTS, Supernet, check_block_projection
+from .supernet import Supernet, check_block_projection
 from .training import (
     CHECKPOINTS,
     LoopArguments,
@@ -49,7 +48,6 @@ from .training import (
     check_optimizer_arguments,
     config_errors,
     LOG_FILE,
-    TRAINER_STATE,
     check_global_batches,
     derive_seed,
     latest_checkpoint,
@@ -290,8 +288,8 @@ class TrainingLoop:
         and `supernet.safetensors`."""
         embeddings = self._score(state["pools"])
         if self.accelerator.is_main_process:
-            write_json(self.run_dir / CANDIDATES, candidates_table(state["pools"], embeddings))
-            self.supernet.save(self.run_dir / SUPERNET_WEIGHTS)
+            write_json(self.run_dir / CANDIDATES_FILE, candidates_table(state["pools"], embeddings))
+            self.supernet.save(self.run_dir / SUPERNET_WEIGHTS_FILE)
         self.accelerator.wait_for_everyone()
 
 
@@ -321,20 +319,6 @@ def _fit_projections(args, accelerator, supernet, teacher, train_loader):
         inherit_from_teacher(supernet, teacher, bases, importance, layer_bases=layer_bases)
 
 
-def _embedding_dimensions(space, teacher):
-    """The teacher's vocabulary and position sizes, which a searched embedding keeps."""
-    if not space.embedding_sizes:
-        return {}
-    config = teacher.model.config
-    return {"vocab_size": teacher.vocab_size, "max_position_embeddings": config.max_position_embeddings,
-            "type_vocab_size": getattr(config, "type_vocab_size", 2)}
-
-
-def _activation(teacher):
-    activation = getattr(teacher.model.config, "hidden_act", "gelu")
-    return activation if isinstance(activation, str) else "gelu"
-
-
 def _run_config(args, space, teacher, accelerator):
     return {
         "search_space": space.to_dict(),
@@ -347,12 +331,11 @@ def _run_config(args, space, teacher, accelerator):
         "training": asdict(args),
         "supernet": {
             "teacher_hidden_size": teacher.hidden_size,
-            "hidden_act": _activation(teacher),
-            "layer_norm_eps": getattr(teacher.model.config, "layer_norm_eps", 1e-12),
+            **teacher.layer_settings(),
             "dropout": args.dropout,
             "initializer_range": 0.02,
             "block_projection": args.block_projection,
-            **_embedding_dimensions(space, teacher),
+            **(teacher.embedding_dimensions() if space.embedding_sizes else {}),  # a searched embedding keeps them
         },
         "num_processes": accelerator.num_processes,
     }
@@ -361,15 +344,15 @@ def _run_config(args, space, teacher, accelerator):
 def _check_run_dir(args, run_dir, run_config, accelerator):
     """Refuse to overwrite a run, or to resume one with other arguments; return the checkpoint to
     resume from (None for a fresh start)."""
-    config_path = run_dir / RUN_CONFIG
+    config_path = run_dir / RUN_CONFIG_FILE
     checkpoint = None
     if config_path.is_file():
         if not args.resume:
             raise ValueError(
-                f"{run_dir} already holds a supernet run ({RUN_CONFIG}); pass --resume to continue it or choose "
+                f"{run_dir} already holds a supernet run ({RUN_CONFIG_FILE}); pass --resume to continue it or choose "
                 "another output folder."
             )
-        _check_same_run(json.loads(config_path.read_text(encoding="utf-8")), run_config)
+        _check_same_run(read_json(config_path), run_config)
         checkpoint = latest_checkpoint(run_dir)
     accelerator.wait_for_everyone()  # every process has checked the folder before the main one writes
     return checkpoint
@@ -378,7 +361,7 @@ def _check_run_dir(args, run_dir, run_config, accelerator):
 def _write_run_config(run_dir, run_config, space, checkpoint, accelerator):
     if accelerator.is_main_process:
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / RUN_CONFIG, run_config)
+        write_json(run_dir / RUN_CONFIG_FILE, run_config)
         accelerator.print(f"Search space: {space.describe()}")
         if checkpoint is not None:
             accelerator.print(f"Resuming from {checkpoint}")

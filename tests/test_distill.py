@@ -31,7 +31,7 @@ from nasbert_hf.distill import (
     loss_sums,
     matched_layers,
 )
-from nasbert_hf.export import model_metadata, save_model_folder
+from nasbert_hf.export import from_supernet, model_metadata, save_model_folder
 from nasbert_hf.search_space import SearchSpace
 from nasbert_hf.supernet import Supernet
 from nasbert_hf.training import latest_checkpoint
@@ -47,7 +47,7 @@ def export_student(folder, teacher_dir, space=SPACE, arch=ARCH, seed=0):
     """A model folder as `nasbert search` writes it, from a random supernet."""
     teacher = load_teacher(teacher_dir)
     torch.manual_seed(seed)
-    model = Supernet(space, teacher.hidden_size).export(arch, teacher)
+    model = from_supernet(Supernet(space, teacher.hidden_size), arch, teacher)
     metadata = model_metadata(folder.name, arch, model.config, teacher=str(teacher_dir), search={"space": space.to_dict()})
     save_model_folder(model, teacher.tokenizer, metadata, folder)
     return folder
@@ -337,7 +337,7 @@ def test_projections_start_from_the_supernet_runs_output_projections(setup, tmp_
     supernet = Supernet(SPACE, 32).eval()
     supernet.save(tmp_path / "supernet.safetensors")
     teacher = load_teacher(setup["teacher"])
-    model = supernet.export(ARCH, teacher).eval()
+    model = from_supernet(supernet, ARCH, teacher).eval()
     student = DistillationStudent(model, 32, [2, 4])
     assert init_projections(student, tmp_path) == f"supernet:{tmp_path}"
     for projection, block in zip(student.projections, supernet.blocks):

@@ -11,6 +11,7 @@ from transformers import AutoModel, AutoModelForMaskedLM
 from nasbert_hf import Architecture, count_params
 from nasbert_hf.pipeline import SearchArguments, auto_budgets, check_budgets, compress, search_and_export
 from nasbert_hf.search import Budget, cost_model_for, load_candidates, minimum_cost
+from nasbert_hf.export import from_supernet
 from nasbert_hf.supernet import Supernet
 from nasbert_hf.teacher import load_teacher
 
@@ -100,7 +101,7 @@ def test_exported_model_computes_the_supernet_path(compressed, setup):  # noqa: 
     teacher = load_teacher(run_config["teacher"])
     record = summary["models"][0]
     loaded = AutoModelForMaskedLM.from_pretrained(out / record["name"]).eval()
-    exported = supernet.export(Architecture.parse(record["architecture"]), teacher).eval()
+    exported = from_supernet(supernet, Architecture.parse(record["architecture"]), teacher).eval()
     input_ids = torch.randint(5, teacher.vocab_size, (2, 16))
     with torch.no_grad():
         assert torch.equal(loaded(input_ids).logits, exported(input_ids).logits)

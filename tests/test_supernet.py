@@ -7,6 +7,7 @@ from conftest import random_inputs
 from nasbert_hf.architecture import Architecture
 from nasbert_hf.blockwise import BlockwiseStudent, masked_mse, masked_sse
 from nasbert_hf.search_space import SearchSpace
+from nasbert_hf.export import from_supernet
 from nasbert_hf.supernet import Supernet, evaluate_architecture, sampled
 
 SPACE = SearchSpace([16, 24, 32], ["mha:2", "mha:4", "ffn:32", "ffn:64", "conv:3", "conv:5", "id"], 6, 2)
@@ -173,7 +174,7 @@ def test_export_equals_the_chained_supernet_path(tmp_path, mlm, teacher_dir, mlm
     assert (teacher.mlm_head is not None) == mlm
     supernet = trained_like_supernet(teacher_hidden=teacher.hidden_size)
     arch = Architecture(24, ("mha:2", "ffn:64", "conv:3", "conv:5", "id", "mha:4"))
-    model = supernet.export(arch, teacher).eval()
+    model = from_supernet(supernet, arch, teacher).eval()
     input_ids, attention_mask = random_inputs(teacher.vocab_size, batch=3, length=10)
     with torch.no_grad():
         states = teacher.block_states(input_ids, attention_mask, SPACE.num_blocks)
@@ -211,7 +212,7 @@ def test_export_at_the_teachers_width_keeps_block_0s_input_projection(teacher_di
     space = SearchSpace([16, 32], SPACE.ops, 6, 2)
     supernet = trained_like_supernet(space, teacher_hidden=teacher.hidden_size)
     arch = Architecture(32, ("mha:4", "ffn:64") * 3)
-    model = supernet.export(arch, teacher).eval()
+    model = from_supernet(supernet, arch, teacher).eval()
     assert model.config.embedding_size == model.config.hidden_size == 32 and model.config.embedding_projection
     input_ids, attention_mask = random_inputs(teacher.vocab_size, batch=2, length=9)
     with torch.no_grad():
@@ -297,7 +298,7 @@ def test_mixed_width_export_with_searched_embedding_equals_the_chained_path(tmp_
     supernet, _ = fitted_embedding_supernet(teacher)
     arch = EMBEDDING_SPACE.join([Architecture(32, ("mha:4", "ffn:64", "conv:3")), Architecture(16, ("conv:5", "id", "mha:2"))],
                                 embedding_size=8)
-    model = supernet.export(arch, teacher).eval()
+    model = from_supernet(supernet, arch, teacher).eval()
     assert model.config.embedding_size == 8 and model.config.slot_hidden_sizes == (32, 32, 32, 16, 16, 16)
     input_ids, attention_mask = random_inputs(teacher.vocab_size, batch=3, length=10)
     with torch.no_grad():

@@ -18,6 +18,7 @@ from test_supernet import save_random_teacher
 
 from nasbert_hf.search_space import load_search_space
 from nasbert_hf.shrinking import bins_of, read_candidates
+from nasbert_hf.export import from_supernet
 from nasbert_hf.supernet import Supernet, evaluate_architecture
 from nasbert_hf.supernet_training import SupernetTrainingArguments, train_supernet
 from nasbert_hf.training import latest_checkpoint
@@ -138,7 +139,7 @@ def test_finished_run_loads_and_assembles_whole_architectures(setup, finished_ru
     loader = mlm_dataloader(splits["validation"], teacher.tokenizer, batch_size=8, shuffle=False)
     loss = evaluate_architecture(supernet, teacher, arch, loader, max_batches=2)
     assert 0 < loss < 10
-    model = supernet.export(arch, teacher)
+    model = from_supernet(supernet, arch, teacher)
     assert model.config.layers == list(arch.layers)
 
 

@@ -35,11 +35,11 @@ def run(args):
 
     from transformers import AutoConfig
 
-    from ..export_onnx import ONNX_FILE, check_model_dir, export_onnx, load_model, task_of
-    from ..training import check_model_weights
+    from ..export_onnx import ONNX_FILE, export_onnx, load_model, task_of
+    from ..folders import check_model_dir, check_model_weights
 
     # Check every argument before the (slow) export.
-    check_model_dir(args.model_dir)
+    check_model_dir(args.model_dir, model_type=None)
     check_model_weights(args.model_dir)
     task = args.task or task_of(AutoConfig.from_pretrained(args.model_dir))
     tokenizer = _check_dev_data(args, task) if args.dev_data is not None else None

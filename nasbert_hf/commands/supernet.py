@@ -43,8 +43,9 @@ def run(args):
     run_dir = train_supernet(training)
     from accelerate import PartialState
 
+    from ..folders import CANDIDATES_FILE
     from ..shrinking import read_candidates
 
     if PartialState().is_main_process:
-        pools = read_candidates(run_dir / "candidates.json")
+        pools = read_candidates(run_dir / CANDIDATES_FILE)
         print(f"Supernet run written to {run_dir}: {', '.join(str(len(pool)) for pool in pools)} candidates per block")
