@@ -15,10 +15,8 @@ stays exact.
 """
 
 import json
-import os
 import random
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -26,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .architecture import Architecture
 from .cost import CostModel
+from .folders import write_json
 from .modeling import NasBertConfig, NasBertModel
 from .timing import describe_machine, time_interleaved
 

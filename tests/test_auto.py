@@ -1,11 +1,8 @@
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from conftest import random_inputs
+from conftest import assert_loads_without_the_package, random_inputs
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -65,35 +62,10 @@ def test_any_head_checkpoint_loads_with_any_auto_class(tmp_path):
 
 def test_trust_remote_code_without_the_package(tmp_path):
     """A saved model loads through the copied code in a process where `nasbert_hf` cannot be imported."""
-    model = NasBertForSequenceClassification(config()).eval()
-    model.save_pretrained(tmp_path / "model")
-    input_ids, attention_mask = random_inputs(90)
-    torch.save({"input_ids": input_ids, "attention_mask": attention_mask}, tmp_path / "inputs.pt")
-    with torch.no_grad():
-        expected = model(input_ids, attention_mask=attention_mask).logits
-    script = textwrap.dedent(f"""
-        import sys
-        sys.modules["nasbert_hf"] = None  # any `import nasbert_hf` now raises ImportError
-        import torch
-        from transformers import AutoModel, AutoModelForSequenceClassification
-        try:
-            import nasbert_hf
-            raise SystemExit("nasbert_hf is importable")
-        except ImportError:
-            pass
-        path = {str(tmp_path / "model")!r}
-        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True).eval()
-        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    assert_loads_without_the_package(NasBertForSequenceClassification(config()), tmp_path / "model", 90, checks="""
         base = AutoModel.from_pretrained(path, trust_remote_code=True)
         assert type(base).__name__ == "NasBertModel"
-        inputs = torch.load({str(tmp_path / "inputs.pt")!r})
-        with torch.no_grad():
-            torch.save(model(**inputs).logits, {str(tmp_path / "out.pt")!r})
     """)
-    env = {"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
 
 
 def test_registration_names_every_auto_class():

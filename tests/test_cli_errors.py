@@ -4,8 +4,7 @@ run folder left behind that a corrected re-run would trip over."""
 import re
 
 import pytest
-from test_supernet import save_random_teacher
-from test_supernet_training import SPACE_YAML
+from conftest import SPACE_YAML, save_random_teacher
 from transformers import (
     DistilBertConfig,
     DistilBertModel,

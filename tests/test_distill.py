@@ -17,8 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from test_supernet import save_random_teacher
-from test_supernet_training import real_text_sample
+from conftest import SPACE_YAML, real_text_sample, save_random_teacher
 
 from nasbert_hf import Architecture
 from nasbert_hf.data import build_mlm_datasets, mlm_dataloader
@@ -406,8 +405,6 @@ def test_command_line_distils(setup, tmp_path):
 
 
 def test_compress_distils_every_exported_model(tmp_path):
-    from test_supernet_training import SPACE_YAML
-
     from nasbert_hf.cli import main
 
     root = tmp_path

@@ -4,10 +4,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from transformers import AutoConfig, AutoTokenizer, BertConfig, BertForSequenceClassification, BertTokenizer
+from conftest import ALL_OPS, tiny_config, tiny_tokenizer
+from transformers import AutoConfig, AutoTokenizer, BertConfig, BertForSequenceClassification
 
 import nasbert_hf  # noqa: F401  (registers the Auto classes)
-from nasbert_hf import NasBertConfig, NasBertForSequenceClassification
+from nasbert_hf import NasBertForSequenceClassification
 from nasbert_hf.cli import main
 from nasbert_hf.export_onnx import (
     ONNX_FILE,
@@ -23,20 +24,6 @@ from nasbert_hf.export_onnx import (
     run_session,
     task_of,
 )
-
-ALL_OPS = ["mha:4", "ffn:64", "conv:3", "id", "conv:5", "mha:2"]
-WORDS = "the a movie film good bad great awful is was not very fun dull plot acting".split()
-
-
-def tiny_config(layers=ALL_OPS, **kwargs):
-    defaults = dict(vocab_size=100, hidden_size=32, layers=layers, max_position_embeddings=64)
-    return NasBertConfig(**{**defaults, **kwargs})
-
-
-def tiny_tokenizer():
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    return BertTokenizer(vocab={token: index for index, token in enumerate(tokens)})
-
 
 def save_tiny_model(folder, task="sequence-classification", **config_kwargs):
     """A random tiny NasBert model with a tokenizer, saved as `nasbert convert` would."""

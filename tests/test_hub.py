@@ -11,12 +11,11 @@ import sys
 import huggingface_hub.constants
 import pytest
 import torch
-from conftest import random_inputs
+from conftest import make_model_dir, random_inputs
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from hub_server import HubServer
 from safetensors.torch import load_file, save_file
-from test_zoo import make_model_dir
 from transformers import AutoTokenizer
 
 from nasbert_hf import NasBertForMaskedLM, hub

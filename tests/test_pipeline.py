@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from test_supernet_training import arguments, setup  # noqa: F401  (module-scoped fixture)
+from conftest import supernet_arguments
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from nasbert_hf import Architecture, count_params
@@ -28,10 +28,10 @@ def params_cost(teacher_dir):
 
 
 @pytest.fixture(scope="module")
-def compressed(setup):  # noqa: F811
-    out = setup["root"] / "compress-out"
+def compressed(supernet_setup):
+    out = supernet_setup["root"] / "compress-out"
     run_dir = out / "supernet-run"
-    training = arguments(setup, run_dir)
+    training = supernet_arguments(supernet_setup, run_dir)
     searching = SearchArguments(run_dir=str(run_dir), budgets=BUDGETS, out=str(out), top_k=3, rescore_batches=2,
                                 latency_repeats=2)
     summary = compress(training, searching)
@@ -53,10 +53,10 @@ def test_budgets_export_distinct_loadable_models(compressed):
         assert model.config.embedding_size == record["embedding_size"] in (8, 16)
 
 
-def test_every_exported_model_respects_its_total_parameter_budget(compressed, setup):  # noqa: F811
+def test_every_exported_model_respects_its_total_parameter_budget(compressed, supernet_setup):
     """`params=` counts every parameter of the model AutoModel loads, embeddings included."""
     out, _, summary, tables = compressed
-    cost = params_cost(setup["teacher"])
+    cost = params_cost(supernet_setup["teacher"])
     for record in summary["models"]:
         budget = Budget.parse(record["budget"])
         assert record["name"] == budget.name
@@ -68,11 +68,11 @@ def test_every_exported_model_respects_its_total_parameter_budget(compressed, se
     assert minimum_cost(tables, cost) <= min(m["params"] for m in summary["models"])
 
 
-def test_rerunning_a_finished_job_keeps_its_models(compressed, setup):  # noqa: F811
+def test_rerunning_a_finished_job_keeps_its_models(compressed, supernet_setup):
     out, run_dir, summary, _ = compressed
     before = {m["name"]: (out / m["name"] / "model.safetensors").stat().st_mtime_ns for m in summary["models"]}
     searching = SearchArguments(run_dir=str(run_dir), budgets=BUDGETS, out=str(out), latency_repeats=2)
-    assert compress(arguments(setup, run_dir), searching, install=False) == summary
+    assert compress(supernet_arguments(supernet_setup, run_dir), searching, install=False) == summary
     assert before == {m["name"]: (out / m["name"] / "model.safetensors").stat().st_mtime_ns for m in summary["models"]}
 
 
@@ -87,15 +87,15 @@ def test_main_job_installs_its_models_by_name(compressed):
         assert torch.equal(model(input_ids).last_hidden_state, reference(input_ids).last_hidden_state)
 
 
-def test_impossible_budgets_fail_before_training(setup, tmp_path):  # noqa: F811
+def test_impossible_budgets_fail_before_training(supernet_setup, tmp_path):
     run_dir = tmp_path / "run"
     searching = SearchArguments(run_dir=str(run_dir), budgets=["params=1K"], out=str(tmp_path))
     with pytest.raises(ValueError, match="below the smallest model this search space can make"):
-        compress(arguments(setup, run_dir), searching)
+        compress(supernet_arguments(supernet_setup, run_dir), searching)
     assert not run_dir.exists()
 
 
-def test_exported_model_computes_the_supernet_path(compressed, setup):  # noqa: F811
+def test_exported_model_computes_the_supernet_path(compressed, supernet_setup):
     out, run_dir, summary, _ = compressed
     supernet, _, run_config = Supernet.from_run(run_dir)
     teacher = load_teacher(run_config["teacher"])
@@ -120,17 +120,17 @@ def test_search_reruns_on_a_finished_run_with_explicit_budgets(compressed, tmp_p
     assert (tmp_path / "nasbert-1000ms-cpu" / "model.safetensors").is_file()
 
 
-def test_impossible_budget_names_the_smallest_feasible_value(compressed, setup, tmp_path):  # noqa: F811
+def test_impossible_budget_names_the_smallest_feasible_value(compressed, supernet_setup, tmp_path):
     _, run_dir, _, tables = compressed
-    smallest = minimum_cost(tables, params_cost(setup["teacher"]))
+    smallest = minimum_cost(tables, params_cost(supernet_setup["teacher"]))
     with pytest.raises(ValueError, match=f"smallest feasible value is {smallest:g}"):
         search_and_export(SearchArguments(run_dir=str(run_dir), budgets=[f"params={smallest - 1}"], out=str(tmp_path),
                                           latency_repeats=2))
 
 
-def test_auto_budgets_follow_the_papers_ladder(compressed, setup):  # noqa: F811
+def test_auto_budgets_follow_the_papers_ladder(compressed, supernet_setup):
     _, _, _, tables = compressed
-    cost = params_cost(setup["teacher"])
+    cost = params_cost(supernet_setup["teacher"])
     low = minimum_cost(tables, cost)
     # The paper's sizes that the candidates meet, up to 70% of the teacher.
     ladder = (low / 2, low * 1.2, low * 1.5, low * 3)
@@ -144,10 +144,10 @@ def test_auto_budgets_follow_the_papers_ladder(compressed, setup):  # noqa: F811
     assert low <= only.limit <= 1.5 * low and not math.isinf(only.limit)
 
 
-def test_check_budgets_knows_the_smallest_model_of_a_space(setup):  # noqa: F811
+def test_check_budgets_knows_the_smallest_model_of_a_space(supernet_setup):
     from nasbert_hf.search_space import load_search_space
 
-    teacher, space = load_teacher(setup["teacher"]), load_search_space(setup["space"])
+    teacher, space = load_teacher(supernet_setup["teacher"]), load_search_space(supernet_setup["space"])
     check_budgets([Budget.parse("params=320K"), Budget.parse("latency=0.001ms@cpu")], space, teacher)
     with pytest.raises(ValueError, match="Budget flops=1K is below the smallest model"):
         check_budgets([Budget.parse("flops=1K")], space, teacher)

@@ -2,7 +2,7 @@ import random
 
 import pytest
 import torch
-from test_supernet import SPACE, teacher_like_states
+from conftest import SPACE, teacher_like_states
 
 from nasbert_hf.modeling.modeling_nasbert import sliced_linear
 from nasbert_hf.projections import BoundaryStatistics, principal_basis

@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from test_export_onnx import tiny_config, tiny_tokenizer
+from conftest import tiny_config, tiny_tokenizer
 from transformers import BertConfig, BertForSequenceClassification
 
 from nasbert_hf import NasBertForSequenceClassification

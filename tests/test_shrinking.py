@@ -7,6 +7,7 @@ from conftest import random_inputs
 from nasbert_hf.architecture import Architecture
 from nasbert_hf.blockwise import masked_mse
 from nasbert_hf.cost import count_flops, count_params
+from nasbert_hf.folders import write_json
 from nasbert_hf.search_space import SearchSpace
 from nasbert_hf.shrinking import (
     Candidate,
@@ -20,7 +21,6 @@ from nasbert_hf.shrinking import (
     sample_block_archs,
     score_pool,
     shrink_pool,
-    write_json,
 )
 from nasbert_hf.supernet import Supernet
 

