@@ -38,6 +38,22 @@ def load_metric(name, config_name=None, **kwargs):
     return evaluate.load(str(METRIC_MODULES_DIR / name), config_name=config_name, **kwargs)
 
 
+def squad_metric_info(description, inputs_description, citation):
+    """The `evaluate.MetricInfo` of the `squad` and `squad_v2` modules: the same inputs (the Hub
+    modules' format, `squad.METRIC_FEATURES`) and home page, their own texts."""
+    import evaluate
+
+    from .squad import METRIC_FEATURES
+
+    return evaluate.MetricInfo(
+        description=description,
+        citation=citation,
+        inputs_description=inputs_description,
+        features=METRIC_FEATURES,
+        reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Classification and regression metrics
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,7 @@ module; the numbers come from `nasbert_hf.metrics.squad_metrics`.
 
 import evaluate
 
-from nasbert_hf.metrics import squad_metrics, squad_records
-from nasbert_hf.squad import METRIC_FEATURES
+from nasbert_hf.metrics import squad_metric_info, squad_metrics, squad_records
 
 _DESCRIPTION = """\
 SQuAD v1.1 exact match and token F1 of normalised answers (lower case, no punctuation, no a/an/the),
@@ -34,13 +33,7 @@ _CITATION = """\
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Squad(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=METRIC_FEATURES,
-            reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
-        )
+        return squad_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION)
 
     def _compute(self, predictions, references):
         predictions, references = squad_records(predictions, references)

@@ -8,8 +8,7 @@ not, decided by the null-score threshold) and so reports no best-threshold score
 
 import evaluate
 
-from nasbert_hf.metrics import squad_metrics, squad_records
-from nasbert_hf.squad import METRIC_FEATURES
+from nasbert_hf.metrics import squad_metric_info, squad_metrics, squad_records
 
 _DESCRIPTION = """\
 SQuAD v2.0 exact match and token F1 (percent) over all questions, plus the HasAns_* / NoAns_* splits
@@ -37,13 +36,7 @@ _CITATION = """\
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class SquadV2(evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=METRIC_FEATURES,
-            reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
-        )
+        return squad_metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION)
 
     def _compute(self, predictions, references):
         return squad_metrics(*squad_records(predictions, references))
