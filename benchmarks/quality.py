@@ -181,7 +181,7 @@ def main():
 
     # 2. Uniform baselines and random-init twins, exported and distilled like the family.
     entries = [{"name": "teacher (all-MiniLM-L6-v2)", "kind": "teacher", "folder": None, "budget": None,
-                "params": teacher.model.num_parameters(), "architecture": "H384[mha:12,ffn:1536]x6 (BertModel)"}]
+                "params": teacher.num_parameters(), "architecture": "H384[mha:12,ffn:1536]x6 (BertModel)"}]
     uniform_names, random_names = [], []
     for meta in family:
         arch = Architecture.parse(meta["architecture"])
