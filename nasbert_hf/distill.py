@@ -1,6 +1,6 @@
 """Pre-training distillation of an exported model (NAS-BERT section 3.4: the final models).
 
-A searched architecture is exported with weights inherited from the supernet (`supernet.export`);
+A searched architecture is exported with weights inherited from the supernet (`export.from_supernet`);
 `distill(args)` then trains the whole model further against the teacher on the pretraining
 corpus, with three losses on every batch of BERT-masked text:
 
