@@ -53,8 +53,8 @@ def parse_args():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--basis", choices=("shared", "per-boundary"), default="shared",
-                        help="One set of principal directions for all boundaries, or one per boundary.")
+    parser.add_argument("--basis", choices=("shared", "shared-whitened", "per-boundary"), default="shared",
+                        help="Coordinates of the block projections (supernet training's --pca_basis).")
     parser.add_argument("--json", help="Also write the results here.")
     return parser.parse_args()
 
@@ -169,7 +169,8 @@ def main():
     )
     train_loader = loader("train", True)
     fit = list(islice(train_loader, args.fit_batches))  # the first training batches, as supernet training does
-    layer_bases = fit_layer_bases(teacher, fit, space.max_hidden_size, shared=args.basis == "shared")
+    layer_bases = fit_layer_bases(teacher, fit, space.max_hidden_size, shared=args.basis != "per-boundary",
+                                  whiten=args.basis != "shared")
     # The block-boundary bases are the layer bases at the boundaries (same states, same moments):
     # what `fit_boundary_bases(teacher, fit, num_blocks, max_hidden_size)` returns.
     bases = [layer_bases[layer] for layer in teacher.block_boundaries(space.num_blocks)]

@@ -7,16 +7,17 @@ For every model `nasbert compress` exported into OUT (already distilled by the m
 - uniform: the largest BERT-shaped architecture of the same space within the same budget (L layers
   `mha:H/64, ffn:D` at one width H, embedding E = H, layers spread over the blocks with identities
   at the end of each block), exported from the same supernet, distilled the same steps, same way;
-- random: the same architecture exported from a supernet trained identically but with
-  `--init random` (`nasbert supernet --out RANDOM/supernet-run --init random`), distilled alike;
-  the assembled validation loss of both (before distillation) is recorded too.
+- the init ablation: the same architecture exported from a supernet trained identically but for
+  `--init` (`inherit` when the main run used `random`, the default, and the other way round:
+  `nasbert supernet --out ABLATION/supernet-run --init inherit`), distilled alike; the assembled
+  validation loss of both (before distillation) is recorded too.
 
 Every model is fine-tuned with one recipe (`nasbert report`'s `finetune`, i.e. `run_glue`) on each
 task and seed; each result is kept in OUT/quality/runs/<model>/<task>/seed<k>/eval_results.json with
 its settings, so an interrupted run resumes. Tables: OUT/quality/quality.md and quality.json; plot:
 OUT/quality/quality.png (and --plot).
 
-    python benchmarks/quality.py /tmp/fam-inherit --random-out /tmp/fam-random \\
+    python benchmarks/quality.py nasbert-out --ablation-out /tmp/fam-inherit \\
         --data-dir ../shared/data/glue --plot docs/quality.png
 """
 
@@ -79,13 +80,13 @@ def distill_options(config="tiny"):
             "mixed_precision": training.mixed_precision, "cache_dir": training.cache_dir, **options}
 
 
-def train_random_supernet(run_dir):
+def train_ablation_supernet(run_dir, init):
     if is_finished(run_dir):
         return None
-    command = ["nasbert", "supernet", "--out", str(run_dir), "--init", "random"]
+    command = ["nasbert", "supernet", "--out", str(run_dir), "--init", init]
     if (Path(run_dir) / "run_config.json").is_file():
         command.append("--resume")
-    log(f"training the random-init supernet: {' '.join(command)}")
+    log(f"training the ablation supernet: {' '.join(command)}")
     start = time.time()
     subprocess.run(command, check=True)
     return time.time() - start
@@ -143,7 +144,8 @@ def fmt(pair, digits=1):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", help="A finished `nasbert compress` folder (nasbert-*/, supernet-run/).")
-    parser.add_argument("--random-out", required=True, help="Folder for the --init random supernet and its exports.")
+    parser.add_argument("--ablation-out", required=True,
+                        help="Folder for the supernet trained with the other --init, and its exports.")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "cola"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -157,7 +159,7 @@ def main():
     parser.add_argument("--plot", help="Also copy the plot here (e.g. docs/quality.png).")
     args = parser.parse_args()
 
-    out, random_out = Path(args.out_dir), Path(args.random_out)
+    out, random_out = Path(args.out_dir), Path(args.ablation_out)
     qdir = out / "quality"
     qdir.mkdir(parents=True, exist_ok=True)
     summary = read(out / "summary.json")
@@ -165,11 +167,14 @@ def main():
     steps = max(distilled_steps(out / m["name"]) for m in family)
     log(f"family: {', '.join(m['name'] for m in family)}; distilled {steps} steps")
 
-    # 1. The random-init supernet (identical run but for --init).
+    # 1. The ablation supernet (identical run but for --init).
+    main_init = read(out / "supernet-run" / "run_config.json").get("init", "inherit")
+    ablation = "inherit" if main_init == "random" else "random"
+    ablation_kind = f"{ablation} init"
     random_run = random_out / "supernet-run"
-    random_wall = train_random_supernet(random_run)
+    random_wall = train_ablation_supernet(random_run, ablation)
     differ = check_same_run(out / "supernet-run", random_run)
-    log(f"random supernet ready (trained in {random_wall and round(random_wall)} s); run configs differ in: {differ}")
+    log(f"{ablation} supernet ready (trained in {random_wall and round(random_wall)} s); run configs differ in: {differ}")
 
     supernet, space, run_config = Supernet.from_run(out / "supernet-run")
     rsupernet, _, _ = Supernet.from_run(random_run)
@@ -179,7 +184,7 @@ def main():
     params = cost_model_for(Budget("params", float("inf")), run_config["seq_len"], **teacher_dimensions(teacher))
     options = {**distill_options(), "num_blocks": space.num_blocks}
 
-    # 2. Uniform baselines and random-init twins, exported and distilled like the family.
+    # 2. Uniform baselines and init-ablation twins, exported and distilled like the family.
     entries = [{"name": "teacher (all-MiniLM-L6-v2)", "kind": "teacher", "folder": None, "budget": None,
                 "params": teacher.num_parameters(), "architecture": "H384[mha:12,ffn:1536]x6 (BertModel)"}]
     uniform_names, random_names = [], []
@@ -196,7 +201,7 @@ def main():
                         "assembled_loss": evaluate_architecture(supernet, cached, arch, batches),
                         "distill_validation": meta["distillation"]["validation_after"]})
         for kind, source, arch_, folder in (("uniform", supernet, uniform, qdir / "models" / f"uniform-{suffix}"),
-                                            ("random init", rsupernet, arch, random_out / f"random-{suffix}")):
+                                            (ablation_kind, rsupernet, arch, random_out / f"{ablation}-{suffix}")):
             if arch_ is None:
                 log(f"{meta['name']}: no uniform shape fits {meta['budget']}")
                 continue
@@ -215,7 +220,7 @@ def main():
     distill_exported(random_out, random_names, steps, supernet_run=str(random_run), **options)
     log(f"baselines distilled in {time.time() - start:.0f} s")
     for entry in entries:
-        if entry["kind"] in ("uniform", "random init"):
+        if entry["kind"] in ("uniform", ablation_kind):
             record = read(Path(entry["folder"]) / "nasbert.json")["distillation"]
             entry["distill_validation"] = record["validation_after"]
             entry["distill_steps"] = record["steps"]
@@ -277,9 +282,9 @@ def main():
         row["ratio_to_teacher"] = avg / teacher_avg if avg is not None and teacher_avg else None
         if row["kind"] == "searched":
             suffix = row["name"].removeprefix("nasbert-")
-            for kind, prefix in (("uniform", "uniform-"), ("random init", "random-")):
+            for kind, prefix in (("uniform", "uniform-"), ("ablation", f"{ablation}-")):
                 other = rows.get(prefix + suffix, {}).get("average_mean_std", (None,))[0]
-                row[f"margin_over_{kind.split()[0]}"] = None if avg is None or other is None else avg - other
+                row[f"margin_over_{kind}"] = None if avg is None or other is None else avg - other
 
     lines = [
         f"Recipe: {args.max_train_samples} training examples per task, seq {args.max_seq_length}, "
@@ -289,12 +294,12 @@ def main():
         f"{run_config['seq_len']}, CPU, all models timed interleaved in one session.",
         "",
         "| model | kind | params (all) | CPU latency (ms) | " + " | ".join(args.tasks) +
-        " | average | / teacher | vs uniform | vs random init |",
+        f" | average | / teacher | vs uniform | vs {ablation_kind} |",
         "|---|---|---|---|" + "---|" * len(args.tasks) + "---|---|---|---|",
     ]
     for row in rows.values():
         ratio = "-" if row["ratio_to_teacher"] is None else f"{row['ratio_to_teacher']:.3f}"
-        margins = [row.get(f"margin_over_{k}") for k in ("uniform", "random")]
+        margins = [row.get(f"margin_over_{k}") for k in ("uniform", "ablation")]
         margins = ["-" if m is None else f"{m:+.1f}" for m in margins]
         same = "" if row["same_weights_as"] == row["name"] else f" (= {row['same_weights_as']})"
         lines.append(f"| {row['name']}{same} | {row['kind']} | {human(row['params'])} | {row['latency_ms']:.2f} | "
@@ -310,7 +315,7 @@ def main():
         d = row.get("distill_validation") or {}
         dv = " / ".join(f"{d[k]:.4f}" for k in ("hidden", "mlm_kd", "mlm") if k in d) or "-"
         lines.append(f"| {row['name']} | {row['kind']} | `{row['architecture']}` | {row['assembled_loss']:.4f} | {dv} |")
-    lines += ["", f"Random-init supernet: {'reused' if random_wall is None else f'{random_wall:.0f} s'}; "
+    lines += ["", f"{ablation_kind.capitalize()} supernet: {'reused' if random_wall is None else f'{random_wall:.0f} s'}; "
               f"fine-tuning {ft_wall:.0f} s; whole benchmark {time.time() - T0:.0f} s."]
     table = "\n".join(lines)
     (qdir / "quality.md").write_text(table + "\n", encoding="utf-8")
@@ -329,7 +334,8 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    styles = {"searched": ("o-", "C0"), "uniform": ("s", "C1"), "random init": ("^", "C2"), "teacher": ("*", "C3")}
+    styles = {"searched": ("o-", "C0"), "uniform": ("s", "C1"), "random init": ("^", "C2"), "inherit init": ("^", "C2"),
+              "teacher": ("*", "C3")}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, field, label in ((axes[0], "params", "total parameters (M, embeddings included)"),
                              (axes[1], "latency_ms", "measured CPU latency (ms, batch 1, seq 128)")):
@@ -346,7 +352,7 @@ def plot(rows, path):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("GLUE average (SST-2, MRPC, CoLA dev), mean ± std over seeds")
     axes[0].legend(fontsize=8)
-    fig.suptitle("Default family (nasbert compress) vs teacher, uniform BERT shapes and random-init twins")
+    fig.suptitle("Default family (nasbert compress) vs teacher, uniform BERT shapes and init-ablation twins")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -126,11 +126,12 @@ def teacher_importance(teacher, batches, reduce_sum=None):
     )
 
 
-def fit_layer_bases(teacher, batches, rows, reduce_sum=None, shared=False):
+def fit_layer_bases(teacher, batches, rows, reduce_sum=None, shared=False, whiten=True):
     """Principal bases (`projections.fit_boundary_bases`) of the teacher's states at every layer
     input and the final output: `num_layers + 1` entries, for `inherit_from_teacher(layer_bases=...)`;
     `shared`: one set of directions for all of them, a mean and scales per layer."""
-    return fit_boundary_bases(teacher, batches, teacher.num_layers, rows, reduce_sum=reduce_sum, shared=shared)
+    return fit_boundary_bases(teacher, batches, teacher.num_layers, rows, reduce_sum=reduce_sum, shared=shared,
+                              whiten=whiten)
 
 
 def slot_layers(supernet, teacher):

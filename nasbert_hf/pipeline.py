@@ -18,7 +18,7 @@ from .folders import (
     CANDIDATES_FILE, METADATA_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, SUPERNET_WEIGHTS_FILE, read_json, write_json,
 )
 from .latency import LatencyTable, measure_latency_table, measure_model_latency, random_architectures
-from .search import Budget, cost_model_for, human, load_candidates, minimum_cost, search
+from .search import MIN_BUDGET_USE, Budget, NoModelInBand, cost_model_for, human, load_candidates, minimum_cost, search
 
 # The paper's family (NAS-BERT5, 10, 30, 60) and a 15M step, in total parameters: the default
 # budgets are those that the candidates can meet and that compress the teacher at least
@@ -46,6 +46,11 @@ class SearchArguments:
     out: str = field(default="nasbert-out", metadata={"help": "Folder for the exported models."})
     top_k: int = field(default=5, metadata={"help": "Candidates per embedding size and budget re-scored on the "
                                                           "assembled model."})
+    min_budget_use: float = field(
+        default=MIN_BUDGET_USE,
+        metadata={"help": "Consider only models using at least this fraction of their budget, when the candidates can "
+                          "(0 lets the block losses alone decide)."},
+    )
     rescore_batches: int = field(default=4, metadata={"help": "Validation batches for each re-scoring."})
     latency_repeats: int = field(default=10, metadata={"help": "Timed repetitions per latency measurement."})
     teacher: Optional[str] = field(default=None, metadata={"help": "Teacher (default: the run's teacher)."})
@@ -53,6 +58,8 @@ class SearchArguments:
 
     def __post_init__(self):
         self.budgets = [Budget.parse(b) if isinstance(b, str) else b for b in self.budgets]
+        if not 0.0 <= self.min_budget_use <= 1.0:
+            raise ValueError(f"min_budget_use={self.min_budget_use} must be between 0 and 1.")
         if self.top_k < 1 or self.rescore_batches < 1:
             raise ValueError(f"top_k={self.top_k} and rescore_batches={self.rescore_batches} must be at least 1.")
 
@@ -257,7 +264,7 @@ def search_and_export(args):
         cost_model = cost_model_for(budget, seq_len, latency_tables=latency, **dimensions)
         # Re-score the top k of *every* embedding width on the assembled models: summed block
         # losses (each block fed the teacher's states) rank whole models only approximately.
-        candidates = search(tables, cost_model, budget.limit, k=args.top_k, per_embedding_size=True)
+        candidates = _family_candidates(tables, cost_model, budget, args)
         scored = [(evaluate_architecture(supernet, cached, r.architecture, batches), r) for r in candidates]
         loss, best = min(scored, key=lambda item: (item[0], item[1].approx_loss))
         arch = best.architecture
@@ -289,6 +296,18 @@ def search_and_export(args):
                "budgets": [str(b) for b in budgets], "models": models}
     write_json(out / SUMMARY_FILE, summary)
     return summary
+
+
+def _family_candidates(tables, cost_model, budget, args):
+    """The top k of every embedding width under `budget`, among the models that use at least
+    `min_budget_use` of it; all models under it when the candidates cannot fill it that far."""
+    try:
+        return search(tables, cost_model, budget.limit, k=args.top_k, per_embedding_size=True,
+                      floor=args.min_budget_use * budget.limit)
+    except NoModelInBand:
+        logger.warning("%s: no candidate model uses %.0f%% of the budget; taking the best under it.",
+                       budget.name, 100 * args.min_budget_use)
+        return search(tables, cost_model, budget.limit, k=args.top_k, per_embedding_size=True)
 
 
 SUMMARY_FIELDS = ("name", "architecture", "params", "body_params", "embedding_size", "block_hidden_sizes", "flops",

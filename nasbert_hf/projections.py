@@ -58,9 +58,10 @@ class BoundaryStatistics:
         self.count, self.total, self.outer = (reduce_sum(t) for t in (self.count, self.total, self.outer))
         return self
 
-    def bases(self, rows, shared=False):
+    def bases(self, rows, shared=False, whiten=True):
         """`[(components (rows, width), scales (rows,), mean (width,)), ...]` per boundary, float32;
-        with `shared`, the same components at every boundary (see the module docstring)."""
+        with `shared`, the same components at every boundary, and without `whiten` one scale for
+        all of a boundary's directions (see the module docstring)."""
         if self.count.item() < 2:
             raise ValueError("Fitting block projections needs the teacher's states of at least 2 tokens; got none.")
         means = self.total / self.count
@@ -69,8 +70,10 @@ class BoundaryStatistics:
             return [(*principal_basis(covariance, rows), mean.float()) for covariance, mean in zip(covariances, means)]
         traces = covariances.diagonal(dim1=1, dim2=2).sum(-1).clamp(min=1e-12)
         components, _ = principal_basis((covariances / traces[:, None, None]).mean(0), rows)
-        return [(components, _scales_along(components, covariance), mean.float())
-                for covariance, mean in zip(covariances, means)]
+        scales = [_scales_along(components, covariance) for covariance in covariances]
+        if not whiten:
+            scales = [torch.full_like(scale, scale.pow(2).mean().sqrt().item()) for scale in scales]
+        return [(components, scale, mean.float()) for scale, mean in zip(scales, means)]
 
 
 def principal_basis(covariance, rows, min_variance_ratio=1e-6):
@@ -102,7 +105,7 @@ def _scales_along(components, covariance, min_variance_ratio=1e-6):
 
 
 @torch.no_grad()
-def fit_boundary_bases(teacher, batches, num_blocks, rows, reduce_sum=None, shared=False):
+def fit_boundary_bases(teacher, batches, num_blocks, rows, reduce_sum=None, shared=False, whiten=True):
     """Principal bases of the teacher's states at the `num_blocks + 1` block boundaries over `batches`
     (each a dict with `input_ids` and `attention_mask`); moments are summed over processes with
     `reduce_sum` so that every process gets the same bases as a single process would. `shared`:
@@ -117,4 +120,4 @@ def fit_boundary_bases(teacher, batches, num_blocks, rows, reduce_sum=None, shar
         raise ValueError("Fitting block projections got no batches: the training split is empty.")
     if reduce_sum is not None:
         statistics.reduce(reduce_sum)
-    return statistics.bases(rows, shared=shared)
+    return statistics.bases(rows, shared=shared, whiten=whiten)

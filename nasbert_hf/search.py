@@ -196,43 +196,89 @@ def minimum_cost(tables, cost_model):
     return min(cost for _, cost, _ in starts) + rest
 
 
-def search(tables, cost_model, limit, k=1, per_embedding_size=False):
+MAX_BAND_PARTIALS = 5_000_000
+# The default floor of the family search, as a fraction of each budget. Block losses after a
+# CPU-minutes supernet rank models of one width well but barely separate a model from a larger
+# one of the same widths, so without a floor large budgets get small models (docs/search.md).
+MIN_BUDGET_USE = 0.7
+
+
+def search(tables, cost_model, limit, k=1, per_embedding_size=False, floor=0.0):
     """The `k` architectures of lowest approximate loss (embedding loss plus summed block losses)
-    whose cost is at most `limit`, best first; with `per_embedding_size`, the `k` best of every
-    embedding width (the assembled re-scoring then sees every width).
+    whose cost is at most `limit`, and at least `floor`, best first; with `per_embedding_size`,
+    the `k` best of every embedding width (the assembled re-scoring then sees every width).
 
     Exact: partial models are merged block by block and dropped only when `k` others are at
     least as cheap and at least as good, which can never remove one of the `k` best models under
-    any budget; hidden sizes may differ from block to block. Raises `ValueError` naming the
-    smallest feasible value when nothing fits.
+    any budget; hidden sizes may differ from block to block. A `floor` breaks that argument (the
+    cheaper model may fall below it), so with one, partial models are dropped only when no
+    completion can land in `[floor, limit]`: still exact, and bounded by `MAX_BAND_PARTIALS`.
+    Raises `ValueError` naming the smallest feasible value when nothing fits under `limit`, and
+    naming the largest model the candidates make when nothing reaches `floor`.
     """
     sizes = sorted({size for size, _, _ in tables.embedding_choices()}, key=lambda s: s or 0)
     groups = sizes if per_embedding_size else [None]
     results = []
     for size in groups:
-        partials = _prune(_start(tables, cost_model, limit, size), limit, k)
-        for b, block in enumerate(tables.blocks[1:], start=1):
-            partials = _merge(partials, block, cost_model, limit, k, b == len(tables.blocks) - 1)
+        partials = _start(tables, cost_model, limit, size)
+        if floor > 0:
+            partials = _band_search(partials, tables, cost_model, limit, floor)
+        else:
+            partials = _prune(partials, limit, k)
+            for b, block in enumerate(tables.blocks[1:], start=1):
+                partials = _merge(partials, block, cost_model, limit, k, b == len(tables.blocks) - 1)
         results.extend(_best([SearchResult(assemble(tables, choice), loss, cost, choice)
                               for loss, cost, choice in partials], k))
     if not results:
-        smallest = minimum_cost(tables, cost_model)
-        if smallest is None:
+        _raise_nothing_fits(tables, cost_model, limit, floor)
+    return _best(results, None if per_embedding_size else k)
+
+
+def _band_search(partials, tables, cost_model, limit, floor):
+    """Every whole model with cost in `[floor, limit]` grown from `partials` (see `search`)."""
+    last = len(tables.blocks) - 1
+    most = [max(_block_cost(cost_model, c, b == last) for c in block) for b, block in enumerate(tables.blocks)]
+    for b, block in enumerate(tables.blocks[1:], start=1):
+        room_after = sum(most[b + 1:])
+        costs = [_block_cost(cost_model, candidate, b == last) for candidate in block]
+        partials = [(loss + candidate.loss, cost + extra, choice + (index,))
+                    for loss, cost, choice in partials if cost + most[b] + room_after >= floor
+                    for index, (candidate, extra) in enumerate(zip(block, costs))
+                    if cost + extra <= limit and cost + extra + room_after >= floor]
+        if len(partials) > MAX_BAND_PARTIALS:
             raise ValueError(
-                "No architecture fits: no embedding choice matches a hidden size of block 0 "
-                f"(block 0 hidden sizes {tables.hidden_sizes(0)})."
+                f"The search with a floor of {floor:g} grew past {MAX_BAND_PARTIALS} partial models; "
+                "lower or drop the floor (min_budget_use=0) for this many candidates."
             )
+    return [item for item in partials if floor <= item[1] <= limit]
+
+
+def _raise_nothing_fits(tables, cost_model, limit, floor):
+    smallest = minimum_cost(tables, cost_model)
+    if smallest is None:
+        raise ValueError(
+            "No architecture fits: no embedding choice matches a hidden size of block 0 "
+            f"(block 0 hidden sizes {tables.hidden_sizes(0)})."
+        )
+    if smallest > limit:
         raise ValueError(
             f"No architecture fits {cost_model.metric} <= {limit:g}: the smallest feasible value is {smallest:g}."
         )
-    return _best(results, None if per_embedding_size else k)
+    raise NoModelInBand(
+        f"No architecture has {floor:g} <= {cost_model.metric} <= {limit:g}: the candidates cannot fill the budget "
+        "that far."
+    )
+
+
+class NoModelInBand(ValueError):
+    """Raised by `search` when models fit under the limit but none reaches the floor."""
 
 
 def _best(results, k):
     return sorted(results, key=lambda result: (result.approx_loss, result.cost, str(result.architecture)))[:k]
 
 
-def brute_force_search(tables, cost_model, limit, k=1):
+def brute_force_search(tables, cost_model, limit, k=1, floor=0.0):
     """Reference for tests: enumerate every combination (exponential; tiny tables only)."""
     results = []
     for e_index, (_, hidden, _) in enumerate(tables.embedding_choices()):
@@ -242,7 +288,7 @@ def brute_force_search(tables, cost_model, limit, k=1):
             choice = (e_index, *combination)
             architecture = assemble(tables, choice)
             cost = cost_model.cost(architecture)
-            if cost <= limit:
+            if floor <= cost <= limit:
                 results.append(SearchResult(architecture, approx_loss(tables, choice), cost, choice))
     return _best(results, k)
 

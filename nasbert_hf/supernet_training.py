@@ -62,12 +62,13 @@ from .training import (
 
 # Arguments that define the run; a resumed run must keep them (others, like max_steps, may change).
 INITS = ("inherit", "random")
-PCA_BASES = ("shared", "per-boundary")
+PCA_BASES = ("shared", "shared-whitened", "per-boundary")
 
 RUN_IDENTITY = (
     "search_space", "teacher", "corpus", "seq_len", "batch_size", "seed", "learning_rate", "weight_decay",
     "dropout", "validation_size", "max_train_sequences", "pool_size", "num_bins", "drop_fraction", "min_per_bin",
     "shrink_every", "eval_batch_size", "eval_batches", "block_projection", "projection_batches", "init",
+    "pca_basis",
 )
 
 
@@ -107,12 +108,13 @@ class SupernetTrainingArguments(LoopArguments):
     )
     pca_basis: str = field(
         default="shared",
-        metadata={"help": "Directions of the pca projections: shared (one rotation for every block boundary, a mean "
-                          "and scales per boundary, so residual paths carry each direction to itself) or "
-                          "per-boundary (each boundary's own principal directions)."},
+        metadata={"help": "Coordinates of the pca projections: shared (one rotation for every block boundary and one "
+                          "scale per boundary, so residual paths and LayerNorms act as they do in the teacher), "
+                          "shared-whitened (the same rotation, unit variance per direction) or per-boundary (each "
+                          "boundary's own whitened principal directions, the first design)."},
     )
     init: str = field(
-        default="inherit",
+        default="random",
         metadata={"help": "Supernet ops start from the teacher layers they replace (inherit: importance-sorted heads "
                           "and neurons in the principal bases, needs pca projections) or at random (random)."},
     )
@@ -310,7 +312,7 @@ def _fit_projections(args, accelerator, supernet, teacher, train_loader):
         # Bases at every teacher layer: the block boundaries are some of them, and inherited ops
         # read and write the basis of the teacher layer they replace.
         layer_bases = fit_layer_bases(teacher, batches, supernet.projection_rows, reduce_sum=reduce_sum,
-                                      shared=args.pca_basis == "shared")
+                                      shared=args.pca_basis != "per-boundary", whiten=args.pca_basis != "shared")
     bases = [layer_bases[layer] for layer in teacher.block_boundaries(len(supernet.blocks))]
     supernet.fit_projections(bases)
     supernet.init_embeddings(teacher, bases)

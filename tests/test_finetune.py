@@ -173,8 +173,8 @@ def test_task_distillation_mixes_losses(toy_glue, tiny_models, tmp_path):
     assert soft["eval_accuracy"] > 0.9  # learned from the teacher's logits alone
 
 
-def test_distillation_trainer_loss_is_the_documented_mix(tiny_models, toy_glue):
-    _, _, training_args = glue_args(tiny_models["nasbert"], toy_glue, "unused")
+def test_distillation_trainer_loss_is_the_documented_mix(tiny_models, toy_glue, tmp_path):
+    _, _, training_args = glue_args(tiny_models["nasbert"], toy_glue, tmp_path / "unused")
     # No dropout, so training-mode logits are reproducible outside the trainer.
     student = AutoModelForSequenceClassification.from_pretrained(
         tiny_models["nasbert"], hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0

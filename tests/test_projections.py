@@ -65,6 +65,44 @@ def test_rows_beyond_the_width_are_zero():
     assert components.shape == (9, 6) and (components[6:] == 0).all() and (scales[6:] == 1).all()
 
 
+def test_shared_bases_give_every_boundary_one_rotation_and_its_own_mean_and_scales():
+    states = correlated_states(400, 8, 3)
+    statistics = BoundaryStatistics(3, 8)
+    statistics.update(states)
+    whitened, isotropic = statistics.bases(5, shared=True), statistics.bases(5, shared=True, whiten=False)
+    for (components, scales, mean), (same, scale, same_mean), hidden in zip(whitened, isotropic, states):
+        rows = hidden[0].double()
+        torch.testing.assert_close(components, whitened[0][0])  # one rotation for all boundaries
+        torch.testing.assert_close(same, components)
+        torch.testing.assert_close(components @ components.T, torch.eye(5), rtol=0, atol=1e-5)
+        torch.testing.assert_close(mean, rows.mean(0).float())
+        torch.testing.assert_close(same_mean, mean)
+        # Whitened: the standard deviation along each shared direction; isotropic: their RMS, once.
+        along = ((rows - rows.mean(0)) @ components.double().T).pow(2).mean(0).sqrt()
+        torch.testing.assert_close(scales, along.float(), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(scale, along.pow(2).mean().sqrt().float().expand(5), rtol=1e-4, atol=1e-6)
+
+
+def test_shared_bases_carry_a_slowly_changing_state_to_itself():
+    """Two boundaries whose states differ by a little noise, with nearly equal variances: each
+    boundary's own principal directions are arbitrary rotations of each other, so reading
+    coordinates at one boundary as coordinates of the next (what an identity op does) is wrong;
+    with shared directions it is nearly exact."""
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randn(1, 2000, 8, generator=generator) * torch.linspace(1.0, 0.9, 8)
+    second = first + 0.05 * torch.randn(1, 2000, 8, generator=generator)
+    statistics = BoundaryStatistics(2, 8)
+    statistics.update([first, second])
+
+    def identity_error(bases):
+        (p0, s0, m0), (p1, s1, m1) = bases
+        coordinates = (first[0] - m0) @ p0.T / s0
+        return ((coordinates * s1) @ p1 + m1 - second[0]).pow(2).mean().item()
+
+    shared, own = identity_error(statistics.bases(8, shared=True, whiten=False)), identity_error(statistics.bases(8))
+    assert shared < 0.01 < 0.1 < own
+
+
 def test_no_tokens_is_a_clear_error():
     statistics = BoundaryStatistics(2, 4)
     with pytest.raises(ValueError, match="at least 2 tokens"):

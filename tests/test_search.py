@@ -9,6 +9,7 @@ from nasbert_hf.search import (
     Budget,
     CandidateTables,
     EmbeddingCandidate,
+    NoModelInBand,
     brute_force_search,
     load_candidates,
     minimum_cost,
@@ -59,6 +60,33 @@ def test_exact_search_equals_brute_force(seed, k, metric, embeddings):
         assert [r.approx_loss for r in actual] == pytest.approx([r.approx_loss for r in expected])
         assert [r.architecture for r in actual] == [r.architecture for r in expected]
         assert all(r.cost <= limit for r in actual)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("k", [1, 5])
+@pytest.mark.parametrize("metric", [0, 1])
+@pytest.mark.parametrize("fraction", [0.5, 0.9])
+def test_search_with_a_floor_equals_brute_force(seed, k, metric, fraction):
+    tables = random_tables(seed)
+    cost_model = cost_models()[metric]
+    costs = sorted(result.cost for result in brute_force_search(tables, cost_model, float("inf"), k=10_000))
+    for limit in (costs[len(costs) // 10], costs[len(costs) // 2], costs[-1]):
+        floor = fraction * limit
+        expected = brute_force_search(tables, cost_model, limit, k=k, floor=floor)
+        actual = search(tables, cost_model, limit, k=k, floor=floor)
+        assert [r.architecture for r in actual] == [r.architecture for r in expected]
+        assert all(floor <= r.cost <= limit for r in actual)
+        # Without the floor the best model is cheaper or better, never both worse.
+        free = search(tables, cost_model, limit, k=1)[0]
+        assert free.approx_loss <= actual[0].approx_loss
+
+
+def test_a_floor_nothing_reaches_is_its_own_error():
+    tables = random_tables(0)
+    cost_model = cost_models()[0]
+    largest = max(r.cost for r in brute_force_search(tables, cost_model, float("inf"), k=10_000))
+    with pytest.raises(NoModelInBand, match="cannot fill the budget"):
+        search(tables, cost_model, 2 * largest, floor=1.5 * largest)
 
 
 def test_searched_models_mix_hidden_sizes_and_embedding_widths():

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from .search import add_selection_arguments
+
 HELP = "Compress a BERT into a family of small models, one per budget (supernet, search, export)."
 
 
@@ -10,15 +12,10 @@ def add_arguments(parser):
     parser.add_argument("--corpus", help="Text files/folder/glob (.txt, .txt.gz) or a datasets name "
                                          "(default: the embedded Wikipedia sample).")
     parser.add_argument("--config", default="tiny", help="Search-space preset (tiny, base) or a YAML/JSON file.")
-    parser.add_argument("--budgets", "--budget", dest="budgets", nargs="+", default=[], metavar="BUDGET",
-                        help="params=5M (all parameters, embeddings included, as the paper counts), "
-                             "body_params=3M (op slots only), flops=2G or latency=8ms@cpu (several allowed); "
-                             "default: the paper's sizes 5M, 10M, 15M, 30M, 60M up to 70%% of the teacher.")
     parser.add_argument("--out", default="nasbert-out", help="Output folder (default: ./nasbert-out).")
     parser.add_argument("--max-steps", type=int, help="Supernet training steps (default: the config's).")
     parser.add_argument("--seed", type=int, help="Seed (default: the config's).")
-    parser.add_argument("--top-k", type=int, default=5,
-                        help="Candidates re-scored per embedding size and budget (default: 5).")
+    add_selection_arguments(parser)
     parser.add_argument("--distill-steps", type=int, help="Distillation steps for every exported model, 0 for none "
                                                           "(default: the config's `distill` section).")
     parser.add_argument("--cpu", action="store_true", default=None, help="Train on CPU even when a GPU is present.")
@@ -55,7 +52,8 @@ def run(args):
         args.config, output_dir=str(out / RUN_SUBDIR), teacher=args.teacher, corpus=args.corpus,
         max_steps=args.max_steps, seed=args.seed, cpu=args.cpu, mixed_precision=args.mixed_precision,
     )
-    searching = SearchArguments(run_dir=str(out / RUN_SUBDIR), budgets=args.budgets, out=str(out), top_k=args.top_k)
+    searching = SearchArguments(run_dir=str(out / RUN_SUBDIR), budgets=args.budgets, out=str(out), top_k=args.top_k,
+                                 min_budget_use=args.min_budget_use)
     distill_steps, distilling = distill_settings(read_config(args.config), args.distill_steps)
     summary = compress(training, searching, install=args.install, distill_steps=distill_steps, distill_options=distilling)
     print(format_summary(summary))
