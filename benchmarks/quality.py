@@ -168,7 +168,8 @@ def main():
     log(f"family: {', '.join(m['name'] for m in family)}; distilled {steps} steps")
 
     # 1. The ablation supernet (identical run but for --init).
-    main_init = read(out / "supernet-run" / "run_config.json").get("init", "inherit")
+    main_config = read(out / "supernet-run" / "run_config.json")
+    main_init = main_config.get("training", main_config).get("init", "inherit")
     ablation = "inherit" if main_init == "random" else "random"
     ablation_kind = f"{ablation} init"
     random_run = random_out / "supernet-run"
