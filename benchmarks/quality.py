@@ -322,7 +322,7 @@ def main():
     (qdir / "quality.md").write_text(table + "\n", encoding="utf-8")
     write_json(qdir / "quality.json", {"recipe": vars(args), "distill_steps": steps, "run_configs_differ_in": differ,
                                         "random_supernet_s": random_wall, "finetune_s": ft_wall,
-                                        "total_s": time.time() - T0, "models": list(rows.values())})
+                                        "total_s": time.time() - T0, "models": list(rows.values())}, default=str)
     plot(rows, qdir / "quality.png")
     if args.plot:
         shutil.copyfile(qdir / "quality.png", args.plot)
