@@ -214,7 +214,7 @@ def search(tables, cost_model, limit, k=1, per_embedding_size=False, floor=0.0):
     cheaper model may fall below it), so with one, partial models are dropped only when no
     completion can land in `[floor, limit]`: still exact, and bounded by `MAX_BAND_PARTIALS`.
     Raises `ValueError` naming the smallest feasible value when nothing fits under `limit`, and
-    naming the largest model the candidates make when nothing reaches `floor`.
+    `NoModelInBand` (a `ValueError`) when models fit but none reaches `floor`.
     """
     sizes = sorted({size for size, _, _ in tables.embedding_choices()}, key=lambda s: s or 0)
     groups = sizes if per_embedding_size else [None]
@@ -242,7 +242,7 @@ def _band_search(partials, tables, cost_model, limit, floor):
         room_after = sum(most[b + 1:])
         costs = [_block_cost(cost_model, candidate, b == last) for candidate in block]
         partials = [(loss + candidate.loss, cost + extra, choice + (index,))
-                    for loss, cost, choice in partials if cost + most[b] + room_after >= floor
+                    for loss, cost, choice in partials
                     for index, (candidate, extra) in enumerate(zip(block, costs))
                     if cost + extra <= limit and cost + extra + room_after >= floor]
         if len(partials) > MAX_BAND_PARTIALS:
