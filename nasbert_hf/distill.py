@@ -40,7 +40,6 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from safetensors import safe_open
 from torch import nn
-from tqdm.auto import tqdm
 
 from .blockwise import masked_sse
 from .folders import (
@@ -49,19 +48,16 @@ from .folders import (
 from .training import (
     CHECKPOINTS,
     LoopArguments,
-    check_at_least_one,
-    LOG_FILE,
+    TrainingLoop,
     check_global_batches,
-    check_optimizer_arguments,
-    derive_seed,
-    latest_checkpoint,
-    load_checkpoint,
+    check_run_dir,
+    check_same_arguments,
+    loop_field,
     make_accelerator,
     mlm_dataloaders,
     parameter_groups,
-    resumable_batches,
-    save_checkpoint,
-    truncate_log,
+    same_value,
+    write_run_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -94,21 +90,12 @@ class DistillArguments(LoopArguments):
         default=None,
         metadata={"help": "Teacher folder or Hub name (default: the model's nasbert.json teacher, else all-MiniLM-L6-v2)."},
     )
-    corpus: Optional[str] = field(
-        default=None, metadata={"help": "Corpus file/folder/glob or Hub dataset (default: embedded Wikipedia sample)."}
-    )
     supernet_run: Optional[str] = field(
         default=None,
         metadata={"help": "Supernet run folder: its block output projections initialise the hidden-state projections."},
     )
-    seq_len: int = field(default=128, metadata={"help": "Tokens per packed sequence."})
-    batch_size: int = field(default=16, metadata={"help": "Global training batch (split over processes)."})
-    max_steps: int = field(default=200, metadata={"help": "Training steps."})
-    learning_rate: float = field(default=3e-4, metadata={"help": "Peak AdamW learning rate."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorms)."})
-    warmup_steps: int = field(default=10, metadata={"help": "Linear warm-up steps."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off)."})
+    learning_rate: float = loop_field("learning_rate", default=3e-4)
+    warmup_steps: int = loop_field("warmup_steps", default=10)
     hidden_weight: float = field(default=1.0, metadata={"help": "Weight of the hidden-state MSE."})
     mlm_kd_weight: float = field(default=1.0, metadata={"help": "Weight of the soft-label MLM KD (MLM-head teachers)."})
     mlm_weight: float = field(default=1.0, metadata={"help": "Weight of the student's own MLM loss."})
@@ -120,12 +107,10 @@ class DistillArguments(LoopArguments):
         default=None, metadata={"help": "Matched layers (default: the search space's blocks, else a common divisor)."}
     )
     eval_batches: int = field(default=4, metadata={"help": "Validation batches scored before and after."})
-    keep_checkpoints: int = field(default=1, metadata={"help": "Checkpoints kept on disk."})
+    keep_checkpoints: int = loop_field("keep_checkpoints", default=1)
 
     def __post_init__(self):
         super().__post_init__()
-        check_at_least_one(self, "batch_size", "max_steps", "seq_len")
-        check_optimizer_arguments(self)
         for name in ("hidden_weight", "mlm_kd_weight", "mlm_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be non-negative.")
@@ -373,27 +358,23 @@ def distill(args):
     set_seed(args.seed)  # the same projections on every process
     student, matching = build_student(args, model, metadata, teacher)
     run_config = _run_config(args, teacher, model, matching, accelerator)
-    checkpoint = _check_run_dir(args, run_dir, run_config, accelerator)
+    checkpoint = check_run_dir(args, run_dir, DISTILL_CONFIG, "distillation run", "another --run-dir",
+                               lambda saved: _check_same_run(saved, run_config, args.model, run_dir), accelerator)
     train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator)
-    _write_run_config(run_dir, run_config, checkpoint, accelerator)
+    write_run_config(run_dir, DISTILL_CONFIG, run_config, _announce(run_config, checkpoint), accelerator)
 
     optimizer, scheduler = _optimizer(args, student, accelerator.device)
     prepared, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         student, optimizer, train_loader, eval_loader, scheduler
     )
     loop = DistillationLoop(args, accelerator, prepared, optimizer, scheduler, teacher, train_loader, eval_loader,
-                            run_dir, matching["num_blocks"])
-    state = {"step": 0}
-    if checkpoint is not None:
-        state["step"] = load_checkpoint(accelerator, checkpoint)["step"]
-    if accelerator.is_main_process:
-        truncate_log(run_dir / LOG_FILE, state["step"])
-    accelerator.init_trackers("distill", config={"model": str(args.model), "seed": args.seed})
+                            run_dir, num_blocks=matching["num_blocks"])
+    state = loop.start({"step": 0}, checkpoint, {"model": str(args.model), "seed": args.seed})
     initial = loop.initial_validation(state["step"])
     loop.run(state)
     final = loop.validate()
     if accelerator.is_main_process:
-        record = _distillation_record(args, run_config, state["step"], loop.last_train_losses, initial, final)
+        record = _distillation_record(args, run_config, state["step"], loop.last_losses, initial, final)
         _save_distilled(accelerator.unwrap_model(prepared).model, teacher, metadata, record, output_dir)
         accelerator.print(f"Distilled model written to {output_dir}: validation {_describe(initial)} -> {_describe(final)}")
     accelerator.wait_for_everyone()
@@ -430,16 +411,16 @@ def _optimizer(args, student, device):
     return optimizer, get_scheduler(args.lr_scheduler_type, optimizer, args.warmup_steps, args.max_steps)
 
 
-class DistillationLoop:
-    """The step loop: teacher pass, student pass, the three losses, optimizer step, log, checkpoint."""
+class DistillationLoop(TrainingLoop):
+    """Each step: one teacher pass, one student pass, the three losses, an optimizer step. The
+    model is validated before and after (`initial_validation`, `validate`)."""
 
-    def __init__(self, args, accelerator, model, optimizer, scheduler, teacher, train_loader, eval_loader, run_dir,
-                 num_blocks):
-        self.args, self.accelerator, self.model = args, accelerator, model
-        self.optimizer, self.scheduler, self.teacher = optimizer, scheduler, teacher
-        self.train_loader, self.eval_loader, self.run_dir = train_loader, eval_loader, run_dir
-        self.num_blocks, self.use_kd = num_blocks, uses_soft_labels(args, teacher)
-        self.last_train_losses = None
+    name = "distill"
+
+    def __init__(self, *args, num_blocks, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_blocks, self.use_kd = num_blocks, uses_soft_labels(self.args, self.teacher)
+        self.loss_names = None  # the terms `train_step` returns after the total
 
     def outputs(self, batch):
         """One teacher and one student pass: `(student states, teacher states, student logits,
@@ -453,7 +434,7 @@ class DistillationLoop:
         states, logits = self.model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), labels)
         return states, teacher_states[1:], logits, teacher_logits
 
-    def step(self, batch):
+    def train_step(self, batch, state):
         accelerator = self.accelerator
         # Every process averages the MLM terms over the global number of masked positions.
         local = (batch["labels"] != -100).sum().float()
@@ -469,36 +450,15 @@ class DistillationLoop:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return torch.stack([loss.detach()] + [value.detach() for value in losses.values()]), list(losses)
+        self.loss_names = list(losses)
+        return torch.stack([loss.detach()] + [value.detach() for value in losses.values()])
 
-    def run(self, state):
-        args, accelerator = self.args, self.accelerator
-        progress = tqdm(total=args.max_steps, initial=state["step"], desc="distill",
-                        disable=not accelerator.is_local_main_process)
-        window = []
-        for batch in resumable_batches(accelerator, self.train_loader, state["step"], args.max_steps, args.batch_size):
-            step = state["step"]
-            torch.manual_seed(derive_seed(args.seed, step, accelerator.process_index))  # dropout
-            self.model.train()
-            values, names = self.step(batch)
-            window.append(values)
-            state["step"] = step = step + 1
-            progress.update(1)
-            if step % args.logging_steps == 0 or step == args.max_steps:
-                self._log(window, names, step, progress)
-                window = []
-            if step % args.save_steps == 0 or step == args.max_steps:
-                with _quiet_tied_weights():
-                    save_checkpoint(accelerator, self.run_dir, {"step": step}, args.keep_checkpoints)
-        progress.close()
+    def log_values(self, losses):
+        return {"loss": losses[0], **{f"loss/{name}": value for name, value in zip(self.loss_names, losses[1:])}}
 
-    def _log(self, window, names, step, progress):
-        means = self.accelerator.reduce(torch.stack(window).mean(0), "mean").tolist()
-        values = {"loss": means[0], **{f"loss/{name}": value for name, value in zip(names, means[1:])}}
-        values["lr"] = self.scheduler.get_last_lr()[0]
-        self.accelerator.log(values, step=step)
-        self.last_train_losses = {key: value for key, value in values.items() if key != "lr"}
-        progress.set_postfix(loss=f"{means[0]:.4f}")
+    def save(self, state):
+        with _quiet_tied_weights():
+            super().save(state)
 
     @torch.no_grad()
     def validate(self):
@@ -580,33 +540,14 @@ def _run_config(args, teacher, model, matching, accelerator):
     }
 
 
-def _check_run_dir(args, run_dir, run_config, accelerator):
-    """Refuse to overwrite a run, or to resume one with other arguments; return the checkpoint to
-    resume from (None for a fresh start)."""
-    config_path = run_dir / DISTILL_CONFIG
-    checkpoint = None
-    if config_path.is_file():
-        if not args.resume:
-            raise ValueError(
-                f"{run_dir} already holds a distillation run ({DISTILL_CONFIG}); pass --resume to continue it or "
-                "choose another --run-dir."
-            )
-        saved = read_json(config_path)
-        if saved.get("architecture") != run_config["architecture"]:
-            raise ValueError(
-                f"--resume: the run distils {saved.get('architecture')}, {args.model} is {run_config['architecture']}; "
-                "resume with the run's model (or use another --run-dir)."
-            )
-        saved_args, current_args = saved.get("training", {}), run_config["training"]
-        for name in RUN_IDENTITY:
-            if not _same_value(name, saved_args.get(name), current_args[name], run_dir):
-                raise ValueError(
-                    f"--resume: the run was started with {name}={saved_args.get(name)!r}, now "
-                    f"{name}={current_args[name]!r}; resume with the same value (or use another --run-dir)."
-                )
-        checkpoint = latest_checkpoint(run_dir)
-    accelerator.wait_for_everyone()
-    return checkpoint
+def _check_same_run(saved, current, model, run_dir):
+    if saved.get("architecture") != current["architecture"]:
+        raise ValueError(
+            f"--resume: the run distils {saved.get('architecture')}, {model} is {current['architecture']}; "
+            "resume with the run's model (or use another --run-dir)."
+        )
+    check_same_arguments(saved, current, RUN_IDENTITY, "use another --run-dir",
+                         lambda name, saved_value, value: _same_value(name, saved_value, value, run_dir))
 
 
 def _same_value(name, saved, current, run_dir):
@@ -617,23 +558,15 @@ def _same_value(name, saved, current, run_dir):
     if name in RELATIVE_PATHS and saved is not None and current is not None:
         location = run_dir / saved
         return not location.exists() or location.resolve() == (run_dir / current).resolve()
-    if name == "teacher":
-        from .teacher import teacher_name
-
-        return teacher_name(saved) == teacher_name(current)
-    return saved == current
+    return same_value(name, saved, current)
 
 
-def _write_run_config(run_dir, run_config, checkpoint, accelerator):
-    if accelerator.is_main_process:
-        (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / DISTILL_CONFIG, run_config)
-        accelerator.print(
-            f"Distilling {run_config['architecture']} from {run_config['teacher']}: student layers "
-            f"{run_config['student_layers']} -> teacher layers {run_config['teacher_layers']}"
-            + (f"; resuming from {checkpoint}" if checkpoint is not None else "")
-        )
-    accelerator.wait_for_everyone()
+def _announce(run_config, checkpoint):
+    return (
+        f"Distilling {run_config['architecture']} from {run_config['teacher']}: student layers "
+        f"{run_config['student_layers']} -> teacher layers {run_config['teacher_layers']}"
+        + (f"; resuming from {checkpoint}" if checkpoint is not None else "")
+    )
 
 
 def _distillation_record(args, run_config, steps, train_losses, initial, final):

@@ -24,10 +24,9 @@ from typing import Optional
 
 import torch
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from .blockwise import distillation_step
-from .folders import CANDIDATES_FILE, RUN_CONFIG_FILE, SUPERNET_WEIGHTS_FILE, read_json, write_json
+from .folders import CANDIDATES_FILE, RUN_CONFIG_FILE, SUPERNET_WEIGHTS_FILE, write_json
 from .search_space import check_against_teacher, config_training_defaults, load_search_space
 from .shrinking import (
     ShrinkingConfig,
@@ -42,33 +41,29 @@ from .shrinking import (
 )
 from .supernet import Supernet, check_block_projection
 from .training import (
-    CHECKPOINTS,
     LoopArguments,
+    TrainingLoop,
     check_at_least_one,
-    check_optimizer_arguments,
-    config_errors,
-    LOG_FILE,
     check_global_batches,
-    derive_seed,
-    latest_checkpoint,
-    load_checkpoint,
+    check_run_dir,
+    check_same_arguments,
+    config_errors,
     make_accelerator,
     mlm_dataloaders,
     parameter_groups,
-    resumable_batches,
-    save_checkpoint,
-    truncate_log,
+    same_value,
+    write_run_config,
 )
 
-# Arguments that define the run; a resumed run must keep them (others, like max_steps, may change).
 INITS = ("inherit", "random")
 PCA_BASES = ("shared", "shared-whitened", "per-boundary")
 
+# Arguments that define the run; a resumed run must keep them (others, like max_steps, may change).
+# The search space and the teacher too: `_check_same_run` compares them as the run config records them.
 RUN_IDENTITY = (
-    "search_space", "teacher", "corpus", "seq_len", "batch_size", "seed", "learning_rate", "weight_decay",
-    "dropout", "validation_size", "max_train_sequences", "pool_size", "num_bins", "drop_fraction", "min_per_bin",
-    "shrink_every", "eval_batch_size", "eval_batches", "block_projection", "projection_batches", "init",
-    "pca_basis",
+    "corpus", "seq_len", "batch_size", "seed", "learning_rate", "weight_decay", "dropout", "validation_size",
+    "max_train_sequences", "pool_size", "num_bins", "drop_fraction", "min_per_bin", "shrink_every",
+    "eval_batch_size", "eval_batches", "block_projection", "projection_batches", "init", "pca_basis",
 )
 
 
@@ -81,16 +76,6 @@ class SupernetTrainingArguments(LoopArguments):
     teacher: Optional[str] = field(
         default=None, metadata={"help": "Teacher folder or Hub name (default: all-MiniLM-L6-v2)."}
     )
-    corpus: Optional[str] = field(
-        default=None, metadata={"help": "Corpus file/folder/glob or Hub dataset (default: embedded Wikipedia sample)."}
-    )
-    seq_len: int = field(default=128, metadata={"help": "Tokens per packed sequence."})
-    batch_size: int = field(default=16, metadata={"help": "Global training batch (split over processes)."})
-    max_steps: int = field(default=200, metadata={"help": "Training steps."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorms)."})
-    warmup_steps: int = field(default=20, metadata={"help": "Linear warm-up steps."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Per-block gradient clipping (0: off)."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout inside the supernet ops."})
     eval_batches: int = field(default=2, metadata={"help": "Validation batches that score each candidate."})
@@ -125,8 +110,7 @@ class SupernetTrainingArguments(LoopArguments):
     def __post_init__(self):
         super().__post_init__()
         self.shrinking()  # validates the shrinking fields
-        check_at_least_one(self, "batch_size", "max_steps", "seq_len", "projection_batches")
-        check_optimizer_arguments(self)
+        check_at_least_one(self, "projection_batches")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1).")
         check_block_projection(self.block_projection)
@@ -166,9 +150,11 @@ def train_supernet(args):
     check_against_teacher(space, teacher)
     check_global_batches(args, accelerator.num_processes)
     run_config = _run_config(args, space, teacher, accelerator)
-    checkpoint = _check_run_dir(args, run_dir, run_config, accelerator)
+    checkpoint = check_run_dir(args, run_dir, RUN_CONFIG_FILE, "supernet run", "another output folder",
+                               lambda saved: _check_same_run(saved, run_config), accelerator)
     train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator)
-    _write_run_config(run_dir, run_config, space, checkpoint, accelerator)
+    resuming = f"\nResuming from {checkpoint}" if checkpoint is not None else ""
+    write_run_config(run_dir, RUN_CONFIG_FILE, run_config, f"Search space: {space.describe()}{resuming}", accelerator)
 
     set_seed(args.seed)  # the same initial supernet on every process
     supernet = Supernet(space, **run_config["supernet"])
@@ -179,68 +165,46 @@ def train_supernet(args):
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         supernet, optimizer, train_loader, eval_loader, scheduler
     )
-    state = {"step": 0, "pools": initial_pools(space, args.shrinking(), args.seq_len, args.seed)}
-    if checkpoint is not None:
-        saved = load_checkpoint(accelerator, checkpoint)
-        state = {"step": saved["step"], "pools": pools_from_table(saved["pools"])}
-    elif args.block_projection == "pca":
+    loop = SupernetLoop(args, accelerator, model, optimizer, scheduler, teacher, train_loader, eval_loader, run_dir)
+    fresh = {"step": 0, "pools": initial_pools(space, args.shrinking(), args.seq_len, args.seed)}
+    state = loop.start(fresh, checkpoint, {"search_space": args.search_space, "seed": args.seed})
+    if checkpoint is None and args.block_projection == "pca":
         _fit_projections(args, accelerator, supernet, teacher, train_loader)
-    if accelerator.is_main_process:
-        truncate_log(run_dir / LOG_FILE, state["step"])
-    accelerator.init_trackers("supernet", config={"search_space": args.search_space, "seed": args.seed})
-
-    loop = TrainingLoop(args, accelerator, model, optimizer, scheduler, teacher, train_loader, eval_loader, run_dir)
     loop.run(state)
     loop.finish(state)
     accelerator.end_training()
     return run_dir
 
 
-class TrainingLoop:
-    """The step loop: sample, distil, log, shrink on schedule, checkpoint; then the final outputs."""
+class SupernetLoop(TrainingLoop):
+    """Each step samples one path per block and distils every block on it; the pools shrink on
+    schedule; `finish` writes the final outputs. `state` also holds the pools."""
 
-    def __init__(self, args, accelerator, model, optimizer, scheduler, teacher, train_loader, eval_loader, run_dir):
-        self.args, self.accelerator, self.model = args, accelerator, model
-        self.optimizer, self.scheduler, self.teacher = optimizer, scheduler, teacher
-        self.train_loader, self.eval_loader, self.run_dir = train_loader, eval_loader, run_dir
-        self.supernet = accelerator.unwrap_model(model)
-        self.shrink_steps = set(args.shrinking().shrink_steps(args.max_steps))
+    name = "supernet"
 
-    def run(self, state):
-        args, accelerator = self.args, self.accelerator
-        progress = tqdm(
-            total=args.max_steps, initial=state["step"], desc="supernet", disable=not accelerator.is_local_main_process
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.supernet = self.accelerator.unwrap_model(self.model)
+        self.eval_steps = set(self.args.shrinking().shrink_steps(self.args.max_steps))
+
+    def train_step(self, batch, state):
+        args, step = self.args, state["step"]
+        block_archs = sample_block_archs(state["pools"], args.seed, step)
+        embedding = sample_embedding(self.supernet.embedding_candidates(), args.seed, step)
+        return distillation_step(
+            self.accelerator, self.model, self.teacher, batch, self.optimizer, self.scheduler, block_archs,
+            args.max_grad_norm, embedding,
         )
-        window = []
-        for batch in resumable_batches(accelerator, self.train_loader, state["step"], args.max_steps, args.batch_size):
-            step = state["step"]
-            block_archs = sample_block_archs(state["pools"], args.seed, step)
-            embedding = sample_embedding(self.supernet.embedding_candidates(), args.seed, step)
-            torch.manual_seed(derive_seed(args.seed, step, accelerator.process_index))  # dropout
-            self.model.train()
-            losses = distillation_step(
-                accelerator, self.model, self.teacher, batch, self.optimizer, self.scheduler, block_archs,
-                args.max_grad_norm, embedding,
-            )
-            window.append(losses)
-            state["step"] = step = step + 1
-            progress.update(1)
-            if step % args.logging_steps == 0 or step == args.max_steps:
-                self._log_losses(window, step, progress)
-                window = []
-            if step in self.shrink_steps:
-                self._shrink(state)
-            if step % args.save_steps == 0 or step == args.max_steps:
-                self._save_checkpoint(state)
-        progress.close()
 
-    def _log_losses(self, window, step, progress):
-        losses = self.accelerator.reduce(torch.stack(window).mean(0), "mean").tolist()
+    def log_values(self, losses):
         names = [f"block_{b}" for b in range(len(self.supernet.blocks))] + ["embedding"]
-        values = {f"loss/{name}": loss for name, loss in zip(names, losses)}
-        values.update({"loss": sum(losses), "lr": self.scheduler.get_last_lr()[0]})
-        self.accelerator.log(values, step=step)
-        progress.set_postfix(loss=f"{sum(losses):.4f}")
+        return {**{f"loss/{name}": loss for name, loss in zip(names, losses)}, "loss": sum(losses)}
+
+    def checkpoint_state(self, state):
+        return {"step": state["step"], "pools": candidates_table(state["pools"])}
+
+    def restore_state(self, saved):
+        return {"step": saved["step"], "pools": pools_from_table(saved["pools"])}
 
     # -- shrinking -----------------------------------------------------------------------------
 
@@ -270,20 +234,15 @@ class TrainingLoop:
                 states.append((hidden, batch["attention_mask"], batch["input_ids"]))
         return states
 
-    def _shrink(self, state):
+    def evaluate(self, state):
+        """Shrink: score every candidate on the validation batches and drop the worst of each bin."""
         self._score(state["pools"])
         shrinking = self.args.shrinking()
         state["pools"] = [shrink_pool(pool, shrinking.drop_fraction, shrinking.min_per_bin) for pool in state["pools"]]
         sizes = {f"pool/block_{b}": len(pool) for b, pool in enumerate(state["pools"])}
         self.accelerator.log(sizes, step=state["step"])
 
-    # -- checkpoints and outputs ---------------------------------------------------------------
-
-    def _save_checkpoint(self, state):
-        save_checkpoint(
-            self.accelerator, self.run_dir, {"step": state["step"], "pools": candidates_table(state["pools"])},
-            self.args.keep_checkpoints,
-        )
+    # -- outputs -------------------------------------------------------------------------------
 
     def finish(self, state):
         """Score the final pools (and the embedding choices) once more and write `candidates.json`
@@ -343,46 +302,10 @@ def _run_config(args, space, teacher, accelerator):
     }
 
 
-def _check_run_dir(args, run_dir, run_config, accelerator):
-    """Refuse to overwrite a run, or to resume one with other arguments; return the checkpoint to
-    resume from (None for a fresh start)."""
-    config_path = run_dir / RUN_CONFIG_FILE
-    checkpoint = None
-    if config_path.is_file():
-        if not args.resume:
-            raise ValueError(
-                f"{run_dir} already holds a supernet run ({RUN_CONFIG_FILE}); pass --resume to continue it or choose "
-                "another output folder."
-            )
-        _check_same_run(read_json(config_path), run_config)
-        checkpoint = latest_checkpoint(run_dir)
-    accelerator.wait_for_everyone()  # every process has checked the folder before the main one writes
-    return checkpoint
-
-
-def _write_run_config(run_dir, run_config, space, checkpoint, accelerator):
-    if accelerator.is_main_process:
-        (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / RUN_CONFIG_FILE, run_config)
-        accelerator.print(f"Search space: {space.describe()}")
-        if checkpoint is not None:
-            accelerator.print(f"Resuming from {checkpoint}")
-    accelerator.wait_for_everyone()
-
-
 def _check_same_run(saved, current):
     saved_space, current_space = saved.get("search_space"), current["search_space"]
     if saved_space != current_space:
         raise ValueError(f"--resume: the run's search space {saved_space} differs from the requested {current_space}.")
-    from .teacher import teacher_name
-
-    # Older runs recorded the default teacher by its installed folder.
-    if teacher_name(saved.get("teacher")) != teacher_name(current["teacher"]):
+    if not same_value("teacher", saved.get("teacher"), current["teacher"]):
         raise ValueError(f"--resume: the run's teacher {saved.get('teacher')!r} differs from {current['teacher']!r}.")
-    saved_args, current_args = saved.get("training", {}), current["training"]
-    for name in RUN_IDENTITY:
-        if name not in ("search_space", "teacher") and saved_args.get(name) != current_args[name]:
-            raise ValueError(
-                f"--resume: the run was started with {name}={saved_args.get(name)!r}, now "
-                f"{name}={current_args[name]!r}; resume with the same value (or start a new run folder)."
-            )
+    check_same_arguments(saved, current, RUN_IDENTITY, "start a new run folder")

@@ -1,8 +1,11 @@
-"""Training plumbing shared by the supernet and distillation loops (Accelerate).
+"""The training loop of the supernet and distillation stages, and its plumbing (Accelerate).
 
-One global batch split over the processes, a JSON-lines tracker, batches that resume at any
-step, atomic checkpoints (`RUN_DIR/checkpoints/step-N/`: Accelerate state + `trainer_state.json`,
-written into a temp folder and renamed when complete), and seeds derived from (seed, step, ...).
+`TrainingLoop` is the one step loop; a stage supplies its step and its evaluation. Around it:
+the arguments both stages share (`LoopArguments`), one global batch split over the processes, a
+JSON-lines tracker, batches that resume at any step, the run folder's checks (no overwrite, and
+`--resume` only with the arguments that define the run), atomic checkpoints
+(`RUN_DIR/checkpoints/step-N/`: Accelerate state + `trainer_state.json`, written into a temp
+folder and renamed when complete), and seeds derived from (seed, step, ...).
 
 Also the checks that turn bad user files into one clear `ValueError` naming the file (corrupt
 safetensors weights, damaged checkpoints, malformed YAML/JSON configs, sequence lengths beyond a
@@ -22,11 +25,13 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.tracking import GeneralTracker
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
-from .folders import atomic_write_text, check_safetensors
+from .folders import atomic_write_text, check_safetensors, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +42,21 @@ LOG_FILE = "log.jsonl"
 
 @dataclass
 class LoopArguments:
-    """Arguments every training loop here shares: validation split, checkpoints, logging, devices.
-    `SupernetTrainingArguments` and `DistillArguments` add their own."""
+    """Arguments every training loop here shares: corpus, batches, optimizer, validation split,
+    checkpoints, logging, devices. `SupernetTrainingArguments` and `DistillArguments` add their own
+    and give some of these another default (`loop_field`)."""
 
+    corpus: Optional[str] = field(
+        default=None, metadata={"help": "Corpus file/folder/glob or Hub dataset (default: embedded Wikipedia sample)."}
+    )
+    seq_len: int = field(default=128, metadata={"help": "Tokens per packed sequence."})
+    batch_size: int = field(default=16, metadata={"help": "Global training batch (split over processes)."})
+    max_steps: int = field(default=200, metadata={"help": "Training steps."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and LayerNorms)."})
+    warmup_steps: int = field(default=20, metadata={"help": "Linear warm-up steps."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off)."})
     validation_size: float = field(default=0.05, metadata={"help": "Held-out fraction (or number, if >= 1) of sequences."})
     max_train_sequences: Optional[int] = field(default=None, metadata={"help": "Cap on training sequences."})
     eval_batch_size: int = field(default=16, metadata={"help": "Global validation batch."})
@@ -66,6 +83,13 @@ class LoopArguments:
             check_at_least_one(self, "max_train_sequences")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision={self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}.")
+        check_at_least_one(self, "batch_size", "max_steps", "seq_len")
+        check_optimizer_arguments(self)
+
+
+def loop_field(name, default):
+    """The `LoopArguments` field `name` with a stage's own `default` (its help stays the shared one)."""
+    return field(default=default, metadata=LoopArguments.__dataclass_fields__[name].metadata)
 
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -78,8 +102,8 @@ def check_at_least_one(args, *names):
 
 
 def check_optimizer_arguments(args):
-    """Validate the optimizer and scheduler fields both loops share (`learning_rate`,
-    `weight_decay`, `warmup_steps`, `max_grad_norm`, `lr_scheduler_type`)."""
+    """Validate the optimizer and scheduler fields (`learning_rate`, `weight_decay`,
+    `warmup_steps`, `max_grad_norm`, `lr_scheduler_type`)."""
     if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise ValueError(f"learning_rate={args.learning_rate} must be a positive number.")
     for name in ("weight_decay", "warmup_steps", "max_grad_norm"):
@@ -236,6 +260,149 @@ def resumable_batches(accelerator, train_loader, start_step, max_steps, batch_si
                 return
 
 
+# -- the run folder ----------------------------------------------------------------------------
+
+
+def check_run_dir(args, run_dir, config_file, kind, another, check_same, accelerator):
+    """Refuse to overwrite a run, or to resume one with other arguments (`check_same(saved)` raises
+    on the saved `config_file`); return the checkpoint to resume from (None for a fresh start).
+    `kind` and `another` complete the refusal: "RUN_DIR already holds a <kind> ...; pass --resume
+    to continue it or choose <another>."."""
+    config_path = Path(run_dir) / config_file
+    checkpoint = None
+    if config_path.is_file():
+        if not args.resume:
+            raise ValueError(
+                f"{run_dir} already holds a {kind} ({config_file}); pass --resume to continue it or choose {another}."
+            )
+        check_same(read_json(config_path))
+        checkpoint = latest_checkpoint(run_dir)
+    accelerator.wait_for_everyone()  # every process has checked the folder before the main one writes
+    return checkpoint
+
+
+def check_same_arguments(saved, current, names, instead, same=None):
+    """Refuse to resume a run if one of its defining `training` arguments `names` changed between
+    the `saved` and `current` run configs; `same(name, saved_value, current_value)` compares
+    (default `same_value`), `instead` ends the message ("use another --run-dir")."""
+    same = same or same_value
+    saved_args, current_args = saved.get("training", {}), current["training"]
+    for name in names:
+        if not same(name, saved_args.get(name), current_args[name]):
+            raise ValueError(
+                f"--resume: the run was started with {name}={saved_args.get(name)!r}, now "
+                f"{name}={current_args[name]!r}; resume with the same value (or {instead})."
+            )
+
+
+def same_value(name, saved, current):
+    """Whether a saved run-defining value is the current one. Teachers compare by name: older runs
+    recorded the default teacher by its installed folder."""
+    if name == "teacher":
+        from .teacher import teacher_name
+
+        return teacher_name(saved) == teacher_name(current)
+    return saved == current
+
+
+def write_run_config(run_dir, config_file, run_config, message, accelerator):
+    """Write `run_config` into `RUN_DIR/config_file` (and create `checkpoints/`) and print
+    `message`, on the main process only."""
+    if accelerator.is_main_process:
+        (Path(run_dir) / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        write_json(Path(run_dir) / config_file, run_config)
+        accelerator.print(message)
+    accelerator.wait_for_everyone()
+
+
+# -- the loop ----------------------------------------------------------------------------------
+
+
+class TrainingLoop:
+    """The step loop of both stages, over the model, optimizer, loaders and scheduler that
+    `accelerator.prepare` returned; `state` is a dict holding at least `step`.
+
+    `start` resumes from a checkpoint (or starts fresh) and starts the trackers. `run` then reads
+    like an Accelerate example: batches from the current step on, dropout reseeded from (seed,
+    step, process) so that a resumed run draws what the uninterrupted one did, the stage's
+    `train_step`, a log line every `logging_steps`, `evaluate` at `eval_steps`, an atomic
+    checkpoint every `save_steps` and at the end.
+
+    A stage subclasses it with its `name` (progress bar and tracker), `train_step` and
+    `log_values`, and where it needs them `eval_steps`/`evaluate` and
+    `checkpoint_state`/`restore_state`.
+    """
+
+    name = "train"
+    eval_steps = ()
+
+    def __init__(self, args, accelerator, model, optimizer, scheduler, teacher, train_loader, eval_loader, run_dir):
+        self.args, self.accelerator, self.model = args, accelerator, model
+        self.optimizer, self.scheduler, self.teacher = optimizer, scheduler, teacher
+        self.train_loader, self.eval_loader, self.run_dir = train_loader, eval_loader, Path(run_dir)
+        self.last_losses = None  # the last logged window's `log_values`
+
+    def start(self, state, checkpoint, tracker_config):
+        """The state to run from: `checkpoint`'s, or `state` for a fresh start (None). Log lines
+        written after that step are dropped (they will be logged again); the trackers start."""
+        if checkpoint is not None:
+            state = self.restore_state(load_checkpoint(self.accelerator, checkpoint))
+        if self.accelerator.is_main_process:
+            truncate_log(self.run_dir / LOG_FILE, state["step"])
+        self.accelerator.init_trackers(self.name, config=tracker_config)
+        return state
+
+    def run(self, state):
+        args, accelerator = self.args, self.accelerator
+        progress = tqdm(
+            total=args.max_steps, initial=state["step"], desc=self.name, disable=not accelerator.is_local_main_process
+        )
+        window = []
+        for batch in resumable_batches(accelerator, self.train_loader, state["step"], args.max_steps, args.batch_size):
+            torch.manual_seed(derive_seed(args.seed, state["step"], accelerator.process_index))  # dropout
+            self.model.train()
+            window.append(self.train_step(batch, state))
+            state["step"] = step = state["step"] + 1
+            progress.update(1)
+            if step % args.logging_steps == 0 or step == args.max_steps:
+                self.log(window, step, progress)
+                window = []
+            if step in self.eval_steps:
+                self.evaluate(state)
+            if step % args.save_steps == 0 or step == args.max_steps:
+                self.save(state)
+        progress.close()
+        return state
+
+    def train_step(self, batch, state):
+        """Train on `batch`, the batch of step `state["step"]`; return its losses as one 1-D tensor."""
+        raise NotImplementedError
+
+    def log_values(self, losses):
+        """The tracker values (holding `loss`, the total) of `losses`: the `train_step` losses
+        averaged over a logging window and over the processes, as a list of floats."""
+        raise NotImplementedError
+
+    def evaluate(self, state):
+        """What the stage does at `eval_steps` (nothing by default)."""
+
+    def checkpoint_state(self, state):
+        """The `trainer_state.json` of a checkpoint; `restore_state` turns it back into `state`."""
+        return {"step": state["step"]}
+
+    def restore_state(self, saved):
+        return saved
+
+    def log(self, window, step, progress):
+        losses = self.accelerator.reduce(torch.stack(window).mean(0), "mean").tolist()
+        self.last_losses = self.log_values(losses)
+        self.accelerator.log({**self.last_losses, "lr": self.scheduler.get_last_lr()[0]}, step=step)
+        progress.set_postfix(loss=f"{self.last_losses['loss']:.4f}")
+
+    def save(self, state):
+        save_checkpoint(self.accelerator, self.run_dir, self.checkpoint_state(state), self.args.keep_checkpoints)
+
+
 # -- checkpoints -------------------------------------------------------------------------------
 
 
@@ -325,7 +492,9 @@ def load_checkpoint(accelerator, checkpoint):
 def save_checkpoint(accelerator, run_dir, trainer_state, keep):
     """Save the Accelerate state and `trainer_state` (JSON, holding `step`) into `checkpoints/step-N`,
     atomically: everything is written into a temp folder that is renamed when complete (replacing a
-    damaged or incomplete folder of the same step); then only the newest `keep` checkpoints are kept."""
+    damaged or incomplete folder of the same step); then only the newest `keep` checkpoints are kept.
+    (Accelerate's own naming and rotation, `ProjectConfiguration(total_limit=...)`, write and delete
+    folders in place, so a kill could leave a half checkpoint under a step's name.)"""
     folder = Path(run_dir) / CHECKPOINTS
     final = folder / checkpoint_name(trainer_state["step"])
     if checkpoint_problem(final) is None:
