@@ -20,10 +20,10 @@ The run folder (default `OUTPUT_DIR/../distill-runs/<name>/`) holds `distill_con
 `initial_validation.json`, `log.jsonl` and the resumable `checkpoints/step-N/` (atomic); the
 distilled model is written with `export.save_model_folder` (atomically replacing `output_dir`,
 which may be the input folder itself) with its `nasbert.json` extended by a `distillation`
-record. The loop is the supernet's (`supernet_training`): `batch_size` is the global batch split
-over processes, batches are a function of (seed, step), dropout is reseeded from (seed, step,
-process), so one process, several gloo/GPU processes, and a run killed and `--resume`d all give
-the same model.
+record. The loop is the supernet stage's (`training.TrainingLoop`): `batch_size` is the global
+batch split over processes, batches are a function of (seed, step), dropout is reseeded from
+(seed, step, process), so one process, several gloo/GPU processes, and a run killed and
+`--resume`d all give the same model.
 """
 
 import logging
@@ -31,6 +31,7 @@ import math
 import os
 import shutil
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
@@ -546,8 +547,7 @@ def _check_same_run(saved, current, model, run_dir):
             f"--resume: the run distils {saved.get('architecture')}, {model} is {current['architecture']}; "
             "resume with the run's model (or use another --run-dir)."
         )
-    check_same_arguments(saved, current, RUN_IDENTITY, "use another --run-dir",
-                         lambda name, saved_value, value: _same_value(name, saved_value, value, run_dir))
+    check_same_arguments(saved, current, RUN_IDENTITY, "use another --run-dir", partial(_same_value, run_dir=run_dir))
 
 
 def _same_value(name, saved, current, run_dir):

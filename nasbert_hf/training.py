@@ -78,13 +78,13 @@ class LoopArguments:
             raise ValueError(f"validation_size={self.validation_size} must be a fraction in (0, 1) or a number >= 1.")
         if self.validation_size >= 1:
             self.validation_size = int(self.validation_size)
-        check_at_least_one(self, "eval_batch_size", "eval_batches", "save_steps", "logging_steps", "keep_checkpoints")
+        check_at_least_one(self, "seq_len", "batch_size", "max_steps", "eval_batch_size", "eval_batches", "save_steps",
+                           "logging_steps", "keep_checkpoints")
         if self.max_train_sequences is not None:
             check_at_least_one(self, "max_train_sequences")
+        check_optimizer_arguments(self)
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision={self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}.")
-        check_at_least_one(self, "batch_size", "max_steps", "seq_len")
-        check_optimizer_arguments(self)
 
 
 def loop_field(name, default):
@@ -264,10 +264,9 @@ def resumable_batches(accelerator, train_loader, start_step, max_steps, batch_si
 
 
 def check_run_dir(args, run_dir, config_file, kind, another, check_same, accelerator):
-    """Refuse to overwrite a run, or to resume one with other arguments (`check_same(saved)` raises
-    on the saved `config_file`); return the checkpoint to resume from (None for a fresh start).
-    `kind` and `another` complete the refusal: "RUN_DIR already holds a <kind> ...; pass --resume
-    to continue it or choose <another>."."""
+    """Refuse to overwrite a run (`kind`, `another`: see the message), or to resume one with other
+    arguments (`check_same(saved run config)` raises); return the checkpoint to resume from (None
+    for a fresh start)."""
     config_path = Path(run_dir) / config_file
     checkpoint = None
     if config_path.is_file():
@@ -281,20 +280,6 @@ def check_run_dir(args, run_dir, config_file, kind, another, check_same, acceler
     return checkpoint
 
 
-def check_same_arguments(saved, current, names, instead, same=None):
-    """Refuse to resume a run if one of its defining `training` arguments `names` changed between
-    the `saved` and `current` run configs; `same(name, saved_value, current_value)` compares
-    (default `same_value`), `instead` ends the message ("use another --run-dir")."""
-    same = same or same_value
-    saved_args, current_args = saved.get("training", {}), current["training"]
-    for name in names:
-        if not same(name, saved_args.get(name), current_args[name]):
-            raise ValueError(
-                f"--resume: the run was started with {name}={saved_args.get(name)!r}, now "
-                f"{name}={current_args[name]!r}; resume with the same value (or {instead})."
-            )
-
-
 def same_value(name, saved, current):
     """Whether a saved run-defining value is the current one. Teachers compare by name: older runs
     recorded the default teacher by its installed folder."""
@@ -303,6 +288,19 @@ def same_value(name, saved, current):
 
         return teacher_name(saved) == teacher_name(current)
     return saved == current
+
+
+def check_same_arguments(saved, current, names, instead, same=same_value):
+    """Refuse to resume a run if one of the `training` arguments `names` (those that define the
+    run) changed between the `saved` and `current` run configs, as `same(name, saved_value,
+    value)` compares them; `instead` ends the message ("use another --run-dir")."""
+    saved_args, current_args = saved.get("training", {}), current["training"]
+    for name in names:
+        if not same(name, saved_args.get(name), current_args[name]):
+            raise ValueError(
+                f"--resume: the run was started with {name}={saved_args.get(name)!r}, now "
+                f"{name}={current_args[name]!r}; resume with the same value (or {instead})."
+            )
 
 
 def write_run_config(run_dir, config_file, run_config, message, accelerator):

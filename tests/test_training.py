@@ -9,7 +9,6 @@ from dataclasses import fields
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader, TensorDataset
 
 from nasbert_hf import distill, supernet_training
@@ -19,15 +18,18 @@ from nasbert_hf.training import (
     LoopArguments,
     TrainingLoop,
     check_run_dir,
-    check_same_arguments,
     latest_checkpoint,
     make_accelerator,
     write_run_config,
 )
 
+# Each stage's resume check, called as `check(saved, current, run_dir)`, and how its refusal ends.
 STAGES = [
-    pytest.param(supernet_training, SupernetTrainingArguments, "start a new run folder", id="supernet"),
-    pytest.param(distill, DistillArguments, "use another --run-dir", id="distill"),
+    pytest.param(supernet_training, SupernetTrainingArguments, "start a new run folder",
+                 lambda saved, current, run_dir: supernet_training._check_same_run(saved, current), id="supernet"),
+    pytest.param(distill, DistillArguments, "use another --run-dir",
+                 lambda saved, current, run_dir: distill._check_same_run(saved, current, "model", run_dir),
+                 id="distill"),
 ]
 
 
@@ -111,16 +113,18 @@ def test_a_run_folder_is_not_overwritten(tmp_path):
     assert latest_checkpoint(tmp_path / "run").name == "step-00000003"
 
 
-@pytest.mark.parametrize("stage, arguments, instead", STAGES)
-def test_resume_refuses_every_run_defining_argument_changed(stage, arguments, instead):
+@pytest.mark.parametrize("stage, arguments, instead, check", STAGES)
+def test_resume_refuses_every_run_defining_argument_changed(stage, arguments, instead, check, tmp_path):
     assert set(stage.RUN_IDENTITY) <= {field.name for field in fields(arguments)}
+    for folder in "ab":  # path arguments compare by the folder they name, when it exists
+        (tmp_path / folder).mkdir()
     training = {name: "a" for name in stage.RUN_IDENTITY}
-    check_same_arguments({"training": training}, {"training": dict(training)}, stage.RUN_IDENTITY, instead)
+    saved = {"search_space": {}, "teacher": "teacher", "architecture": "arch", "training": training}
+    check(saved, {**saved, "training": dict(training)}, tmp_path)
     for name in stage.RUN_IDENTITY:
         with pytest.raises(ValueError, match=rf"started with {name}='a', now {name}='b'; resume with the same value "
                                              rf"\(or {instead}\)\."):
-            check_same_arguments({"training": training}, {"training": {**training, name: "b"}}, stage.RUN_IDENTITY,
-                                 instead)
+            check(saved, {**saved, "training": {**training, name: "b"}}, tmp_path)
 
 
 def test_the_stages_redeclare_a_loop_argument_only_to_change_it():
@@ -131,7 +135,9 @@ def test_the_stages_redeclare_a_loop_argument_only_to_change_it():
         for name, field in shared.items():
             assert own[name] is field or (own[name].default, own[name].metadata) != (field.default, field.metadata)
     # A field both stages declare alike belongs in LoopArguments.
-    supernet, distillation = ({name: (f.type, f.default, dict(f.metadata)) for name, f in own.items() if name not in shared}
-                              for own in stages)
+    supernet, distillation = (
+        {name: (field.type, field.default, dict(field.metadata)) for name, field in own.items() if name not in shared}
+        for own in stages
+    )
     assert not [name for name in supernet if supernet[name] == distillation.get(name)]
     assert DistillArguments().learning_rate == 3e-4 and SupernetTrainingArguments().learning_rate == 1e-3
