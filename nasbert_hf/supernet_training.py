@@ -18,7 +18,7 @@ from (seed, step, process) at every step.
 """
 
 import itertools
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from .blockwise import distillation_step
 from .folders import CANDIDATES_FILE, RUN_CONFIG_FILE, SUPERNET_WEIGHTS_FILE, read_json, write_json
-from .search_space import check_against_teacher, config_training_defaults, load_search_space
+from .arguments import read_config
+from .search_space import check_against_teacher, load_search_space
 from .shrinking import (
     ShrinkingConfig,
     candidates_table,
@@ -46,7 +47,6 @@ from .training import (
     LoopArguments,
     check_at_least_one,
     check_optimizer_arguments,
-    config_errors,
     LOG_FILE,
     check_global_batches,
     derive_seed,
@@ -144,11 +144,7 @@ class SupernetTrainingArguments(LoopArguments):
     @classmethod
     def from_config(cls, search_space="tiny", **overrides):
         """Arguments from a preset/config file's `training` section, then `overrides` (None = not given)."""
-        with config_errors(search_space):
-            values = config_training_defaults(search_space)
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"Unknown training arguments {sorted(unknown)} in config {search_space!r}.")
+        values = read_config(search_space).section("training", fields_of=cls)
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(search_space=str(search_space), **values)
 
