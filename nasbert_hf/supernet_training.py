@@ -26,9 +26,9 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from .arguments import read_config
 from .blockwise import distillation_step
 from .folders import CANDIDATES_FILE, RUN_CONFIG_FILE, SUPERNET_WEIGHTS_FILE, read_json, write_json
-from .arguments import read_config
 from .search_space import check_against_teacher, load_search_space
 from .shrinking import (
     ShrinkingConfig,
