@@ -33,10 +33,11 @@ from transformers import get_scheduler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nasbert_hf.architecture import Architecture  # noqa: E402
+from nasbert_hf.arguments import read_config  # noqa: E402
 from nasbert_hf.blockwise import distillation_step, masked_sse  # noqa: E402
 from nasbert_hf.data import DEFAULT_CORPUS, build_mlm_datasets, mlm_dataloader  # noqa: E402
 from nasbert_hf.inheritance import fit_layer_bases, inherit_from_teacher, teacher_importance  # noqa: E402
-from nasbert_hf.search_space import config_training_defaults, load_search_space  # noqa: E402
+from nasbert_hf.search_space import load_search_space  # noqa: E402
 from nasbert_hf.supernet import Supernet  # noqa: E402
 from nasbert_hf.teacher import load_teacher  # noqa: E402
 from nasbert_hf.training import full_batches_only, parameter_groups  # noqa: E402
@@ -159,7 +160,7 @@ def main():
     torch.manual_seed(args.seed)
     teacher = load_teacher()
     space = load_search_space(args.config)
-    training = config_training_defaults(args.config)
+    training = read_config(args.config).section("training")
     splits = build_mlm_datasets(
         DEFAULT_CORPUS, teacher.tokenizer, seq_len=args.seq_len, seed=args.seed,
         max_train_sequences=training.get("max_train_sequences"),

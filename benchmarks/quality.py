@@ -71,7 +71,7 @@ def uniform_shapes(space):
 def distill_options(config="tiny"):
     """The options `nasbert compress` distils with (the preset's `distill` section + the run's)."""
     from nasbert_hf.commands.compress import distill_settings
-    from nasbert_hf.search_space import read_config
+    from nasbert_hf.arguments import read_config
     from nasbert_hf.supernet_training import SupernetTrainingArguments
 
     training = SupernetTrainingArguments.from_config(config, output_dir="unused")

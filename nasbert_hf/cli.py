@@ -1,7 +1,9 @@
 """The `nasbert` command line: one sub-command per stage (`nasbert --help` lists them).
 
 Each sub-command lives in `nasbert_hf/commands/<name>.py` and defines `HELP`,
-`add_arguments(parser)` and `run(args)`; `nasbert_hf/commands/__init__.py` lists them.
+`add_arguments(parser)` and `run(args)`; `nasbert_hf/commands/__init__.py` lists them. The flags
+of an argument dataclass come from `nasbert_hf.arguments.add_dataclass_arguments`, so that a
+command takes the flags its recipe takes (`HfArgumentParser`'s), plus short aliases.
 """
 
 import argparse

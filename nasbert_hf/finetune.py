@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from . import glue, squad
+from .arguments import is_config_file, read_config
 from .folders import atomic_write_text, check_model_weights, write_json
 from .metrics import load_metric
 from .training import check_max_length
@@ -61,7 +62,9 @@ class GlueArguments:
 
 @dataclass
 class SquadArguments:
-    version: str = field(default="1.1", metadata={"help": "SQuAD version: 1.1 or 2.0 (unanswerable questions)."})
+    version: str = field(
+        default="1.1", metadata={"help": "SQuAD version: 1.1 or 2.0 (unanswerable questions).", "choices": ("1.1", "2.0")}
+    )
     data_dir: str | None = field(
         default=None, metadata={"help": "Folder with train-v{version}.json and dev-v{version}.json; none: the Hub."}
     )
@@ -91,32 +94,14 @@ def parse_arguments(dataclass_types, argv=None, config_file=None, overrides=None
     or, without either, from command-line flags `argv` (`HfArgumentParser` conventions); an `argv`
     that is a single `.yaml`/`.yml`/`.json` path is read as the config file."""
     parser = HfArgumentParser(dataclass_types)
-    if argv is not None and len(argv) == 1 and str(argv[0]).endswith((".yaml", ".yml", ".json")):
+    if argv is not None and len(argv) == 1 and is_config_file(argv[0]):
         config_file, argv = argv[0], None  # `python recipes/run_glue.py config.yaml`
     if config_file is None and overrides is None:
         return parser.parse_args_into_dataclasses(args=argv)
-    values = {} if config_file is None else read_config_file(config_file)
+    # The file is flat, as `HfArgumentParser.parse_yaml_file` reads it: argument names at top level.
+    values = {} if config_file is None else dict(read_config(config_file))
     values.update({key: value for key, value in (overrides or {}).items() if value is not None})
     return parser.parse_dict(values)
-
-
-def read_config_file(path):
-    """The argument values of a YAML or JSON config file; a malformed file raises `ValueError` naming it
-    and the position (the CLI turns ValueError into one error line, a bare YAMLError into a traceback)."""
-    if not str(path).endswith((".yaml", ".yml")):
-        values = squad.read_json(path)
-    else:
-        import yaml
-
-        try:
-            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ValueError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', None) or error}.") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: a config file must hold a mapping of argument names to values.")
-    return values
 
 
 def check_output_dir(output_dir, model_args):

@@ -37,15 +37,16 @@ class SearchArguments:
     """Arguments of the search-and-export stage (`nasbert search`, and the end of `nasbert compress`)."""
 
     run_dir: str = field(metadata={"help": "A finished supernet run folder."})
+    # Help texts are argparse format strings (`%%` for %), as TrainingArguments' are.
     budgets: List[str] = field(
         default_factory=list,
-        metadata={"help": "Budgets such as params=5M (all parameters, embeddings included), body_params=3M, "
-                          "flops=2G, latency=8ms@cpu; none = the paper's sizes (5M, 10M, 15M, 30M, 60M) up to "
-                          "70% of the teacher."},
+        metadata={"help": "params=5M (all parameters, embeddings included, as the paper counts), "
+                          "body_params=3M (op slots only), flops=2G or latency=8ms@cpu (several allowed); "
+                          "default: the paper's sizes 5M, 10M, 15M, 30M, 60M up to 70%% of the teacher.",
+                  "metavar": "BUDGET"},
     )
     out: str = field(default="nasbert-out", metadata={"help": "Folder for the exported models."})
-    top_k: int = field(default=5, metadata={"help": "Candidates per embedding size and budget re-scored on the "
-                                                          "assembled model."})
+    top_k: int = field(default=5, metadata={"help": "Candidates re-scored per embedding size and budget."})
     min_budget_use: float = field(
         default=MIN_BUDGET_USE,
         metadata={"help": "Consider only models using at least this fraction of their budget, when the candidates can "

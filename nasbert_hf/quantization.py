@@ -14,13 +14,13 @@ calibration data):
 import copy
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .export_onnx import eager_outputs, load_session, parity_batches, run_session
+from .export_onnx import ONNX_FILE, eager_outputs, load_model, load_session, parity_batches, run_session
 from .folders import atomic_path, temporary_path
 
 # Bound on `relative_error` (int8 vs fp32, relative L2) of a *random-weight* model on the random
@@ -210,6 +210,65 @@ def compare_accuracy(predictors, tokenizer, data_dir, task=None, batch_size=64, 
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# The workflow of `nasbert export-onnx --quantize int8 --dev-data DIR`, after `export_onnx`
+# ---------------------------------------------------------------------------------------------
+
+
+def check_dev_data(model_dir, dev_data, task, glue_task=None):
+    """Validate a GLUE dev folder for a model of `task` before the (slow) export; returns the model's
+    tokenizer. The messages name the command's flags (`--dev-data`), where the values come from."""
+    from transformers import AutoTokenizer
+
+    from .glue import get_task
+
+    if not Path(dev_data).is_dir():
+        raise FileNotFoundError(f"--dev-data {dev_data} is not a folder; pass a GLUE task folder.")
+    if task != "sequence-classification":
+        raise ValueError(f"--dev-data needs a sequence-classification model; this export is {task!r}.")
+    get_task(glue_task or Path(dev_data).name)  # ValueError listing the valid tasks
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError, TypeError) as error:
+        raise FileNotFoundError(f"--dev-data needs a tokenizer saved in {model_dir} ({error}).") from error
+
+
+def quantize_int8(model, task, fp32_path):
+    """Write `model_int8.onnx` beside the float32 graph and quantise `model` with torch.ao; returns
+    `(summary, backends)`: the report's `int8` record and `{"torch-int8": ..., "onnx-int8": path}`."""
+    int8_path = quantize_onnx(fp32_path, fp32_path.with_name(INT8_ONNX_FILE))
+    torch_int8 = quantize_torch(model)
+    # On random tokens a trained classifier's logits sit near its decision boundary, where int8's
+    # small shifts are large relative errors: this number shows that int8 runs, not how accurate
+    # it is. The dev-set accuracy is the measure that counts.
+    errors = int8_error(model, task, onnx_int8=int8_path, torch_int8=torch_int8)
+    sizes = {name: path.stat().st_size / 2**20 for name, path in (("fp32", fp32_path), ("int8", int8_path))}
+    summary = {"onnx_file": int8_path.name, "relative_error_random_tokens": errors, "size_mib": sizes}
+    return summary, {"torch-int8": torch_int8, "onnx-int8": int8_path}
+
+
+def quantize_and_score(model_dir, out_dir, report, quantize=None, dev_data=None, tokenizer=None, glue_task=None,
+                       max_length=128):
+    """After `export_onnx(model_dir, out_dir)` wrote `report`: with `quantize="int8"` write the int8
+    graph and fill `report.int8`; with `dev_data` (a GLUE task folder, checked by `check_dev_data`,
+    which gives `tokenizer`) score every backend on it and fill `report.dev`. Saves and returns the
+    report; its `dev` record is an `AccuracyReport` as a dict."""
+    model, _ = load_model(model_dir, report.task)
+    fp32_path = Path(out_dir) / ONNX_FILE
+    backends = {"torch-fp32": model, "onnx-fp32": fp32_path}
+    if quantize == "int8":
+        report.int8, int8_backends = quantize_int8(model, report.task, fp32_path)
+        backends.update(int8_backends)
+    if dev_data is not None:
+        predictors = {
+            name: onnx_predictor(backend) if name.startswith("onnx") else torch_predictor(backend)
+            for name, backend in backends.items()
+        }
+        report.dev = asdict(compare_accuracy(predictors, tokenizer, dev_data, glue_task, max_length=max_length))
+    report.save(out_dir)
+    return report
+
+
 __all__ = [
     "INT8_TOLERANCE",
     "quantize_onnx",
@@ -221,4 +280,7 @@ __all__ = [
     "AccuracyReport",
     "load_dev_set",
     "compare_accuracy",
+    "check_dev_data",
+    "quantize_int8",
+    "quantize_and_score",
 ]

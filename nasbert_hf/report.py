@@ -27,17 +27,29 @@ SETTINGS_KEY = "report_settings"  # where eval_results.json keeps the settings o
 
 @dataclass
 class ReportArguments:
+    """Arguments of `report` (and of `nasbert report`)."""
+
     out_dir: str = field(metadata={"help": "The folder `nasbert compress` wrote (holding nasbert-*/ folders)."})
-    tasks: List[str] = field(default_factory=lambda: ["sst2", "mrpc", "cola"])
-    data_dir: Optional[str] = field(default=None, metadata={"help": "GLUE folder (e.g. ../shared/data/glue); none: the Hub."})
-    baselines: List[str] = field(default_factory=list, metadata={"help": "Other model folders to fine-tune the same way."})
-    max_train_samples: Optional[int] = 2000
-    max_eval_samples: Optional[int] = None
-    max_seq_length: int = 64
-    epochs: float = 1.0
-    learning_rate: float = 1e-4
-    batch_size: int = 32
-    seed: int = 0
+    tasks: List[str] = field(default_factory=lambda: ["sst2", "mrpc", "cola"], metadata={"help": "GLUE tasks."})
+    data_dir: Optional[str] = field(
+        default=None, metadata={"help": "GLUE folder in the official layout (e.g. ../shared/data/glue); default: the Hub."}
+    )
+    baselines: List[str] = field(
+        default_factory=list,
+        metadata={"help": "Baseline model folders fine-tuned the same way (e.g. `nasbert convert` output).",
+                  "metavar": "DIR"},
+    )
+    max_train_samples: Optional[int] = field(default=2000, metadata={"help": "Training examples per task (0: all)."})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Dev examples per task (default: all)."})
+    max_seq_length: int = field(default=64, metadata={"help": "Tokens per input."})
+    epochs: float = field(default=1.0, metadata={"help": "Training epochs per task."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate."})
+    batch_size: int = field(default=32, metadata={"help": "Training batch size (evaluation: twice it)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the fine-tuning runs."})
+
+    def __post_init__(self):
+        if self.max_train_samples == 0:
+            self.max_train_samples = None  # 0 on the command line: every training example
 
 
 def headline(task, results):

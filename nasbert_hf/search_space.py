@@ -11,20 +11,16 @@ fits every width). A block candidate (one hidden size plus the ops of one block'
 Without `embedding_sizes` a model keeps the teacher's embedding width (the first design).
 
 Presets live in `nasbert_hf/presets/<name>.yaml` (package data): a `search_space` section and
-optional `training` and `distill` sections with the defaults that fit the space.
+optional `training` and `distill` sections with the defaults that fit the space; every config
+file is read by `nasbert_hf.arguments.read_config`.
 """
 
 import itertools
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
-import yaml
 
 from .architecture import Architecture
+from .arguments import read_config
 from .modeling import parse_op
-
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
 @dataclass(frozen=True)
@@ -207,46 +203,11 @@ def _fits(code, hidden_size):
     return kind != "mha" or hidden_size % size == 0
 
 
-def preset_names():
-    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
-
-
-def resolve_config_path(name_or_path):
-    """`tiny`/`base` -> the packaged preset file; anything else must be an existing YAML/JSON file."""
-    text = str(name_or_path)
-    if text in preset_names():
-        return PRESETS_DIR / f"{text}.yaml"
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Search-space config {text!r} is neither a preset ({', '.join(preset_names())}) nor an existing file."
-        )
-    return path
-
-
-def read_config(name_or_path):
-    """The whole config file as a dict: `{"search_space": {...}, "training": {...}}` (training optional).
-
-    A file holding only the search-space fields at top level is accepted too.
-    """
-    path = resolve_config_path(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"Search-space config {path} must hold a mapping, got {type(data).__name__}.")
-    if "search_space" not in data:
-        data = {"search_space": data}
-    return data
-
-
 def load_search_space(name_or_path):
-    """The `SearchSpace` of a preset name (`tiny`, `base`) or of a YAML/JSON file."""
-    return SearchSpace.from_dict(read_config(name_or_path)["search_space"])
-
-
-def config_training_defaults(name_or_path):
-    """The `training` section of a preset or config file (empty when absent)."""
-    return dict(read_config(name_or_path).get("training") or {})
+    """The `SearchSpace` of a preset name (`tiny`, `base`) or of a YAML/JSON file: its `search_space`
+    section, or the whole file when it holds only the search-space fields."""
+    config = read_config(name_or_path)
+    return SearchSpace.from_dict(config.section("search_space", whole_if_absent=True))
 
 
 def check_against_teacher(space, teacher):

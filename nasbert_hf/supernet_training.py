@@ -18,16 +18,17 @@ from (seed, step, process) at every step.
 """
 
 import itertools
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 from accelerate.utils import set_seed
 
+from .arguments import read_config
 from .blockwise import distillation_step
 from .folders import CANDIDATES_FILE, RUN_CONFIG_FILE, SUPERNET_WEIGHTS_FILE, write_json
-from .search_space import check_against_teacher, config_training_defaults, load_search_space
+from .search_space import check_against_teacher, load_search_space
 from .shrinking import (
     ShrinkingConfig,
     candidates_table,
@@ -47,7 +48,6 @@ from .training import (
     check_global_batches,
     check_run_dir,
     check_same_arguments,
-    config_errors,
     make_accelerator,
     mlm_dataloaders,
     parameter_groups,
@@ -128,11 +128,7 @@ class SupernetTrainingArguments(LoopArguments):
     @classmethod
     def from_config(cls, search_space="tiny", **overrides):
         """Arguments from a preset/config file's `training` section, then `overrides` (None = not given)."""
-        with config_errors(search_space):
-            values = config_training_defaults(search_space)
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"Unknown training arguments {sorted(unknown)} in config {search_space!r}.")
+        values = read_config(search_space).section("training", fields_of=cls)
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(search_space=str(search_space), **values)
 

@@ -19,7 +19,6 @@ import os
 import pickle
 import shutil
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -554,29 +553,6 @@ def check_max_length(length, config, flag, what="the model"):
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and length > limit:
         raise ValueError(f"{flag}={length} exceeds {what}'s max_position_embeddings={limit}; use at most {limit}.")
-
-
-@contextmanager
-def config_errors(path):
-    """Turn a YAML/JSON parse error raised while reading config file `path` into a `ValueError`
-    naming the file and the position of the error (`yaml.YAMLError` is not a `ValueError`, and
-    `json`'s message does not name the file)."""
-    import yaml
-
-    try:
-        yield
-    except (yaml.YAMLError, json.JSONDecodeError) as error:
-        kind = "JSON" if str(path).endswith(".json") else "YAML"
-        raise ValueError(f"Config file {path} is not valid {kind}: {_one_line(error)}") from error
-
-
-def read_config_file(path):
-    """A YAML or JSON file as a Python object (parse errors: see `config_errors`)."""
-    import yaml
-
-    text = Path(path).read_text(encoding="utf-8")
-    with config_errors(path):
-        return json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
 
 
 def _one_line(error):

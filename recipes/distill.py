@@ -10,41 +10,20 @@ or, without one, its top-level keys; command-line flags override them. Add `--re
 a killed run from its last checkpoint. The work is done by `nasbert_hf.distill.distill`.
 """
 
-import json
 import sys
-from dataclasses import fields
-from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from nasbert_hf.arguments import read_config, split_config_argument
 from nasbert_hf.distill import DistillArguments, distill
-
-CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-def config_defaults(path):
-    """The `distill` section of a YAML/JSON file, or its top-level keys when it has none."""
-    text = Path(path).read_text(encoding="utf-8")
-    if str(path).endswith(".json"):
-        data = json.loads(text)
-    else:
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    values = data.get("distill", data) if isinstance(data, dict) else None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must hold a mapping of DistillArguments (or a `distill:` section).")
-    unknown = set(values) - {field.name for field in fields(DistillArguments)}
-    if unknown:
-        raise ValueError(f"Unknown distillation arguments {sorted(unknown)} in {path}.")
-    return values
 
 
 def parse_arguments(argv):
     parser = HfArgumentParser(DistillArguments)
-    if argv and argv[0].endswith(CONFIG_SUFFIXES):
-        parser.set_defaults(**config_defaults(argv[0]))
-        argv = argv[1:]
+    config, argv = split_config_argument(argv)
+    if config is not None:
+        # Its `distill` section (as in the presets) or, without one, its top-level keys.
+        parser.set_defaults(**read_config(config).section("distill", fields_of=DistillArguments, whole_if_absent=True))
     (args,) = parser.parse_args_into_dataclasses(argv)
     return args
 

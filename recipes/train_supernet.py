@@ -11,29 +11,23 @@ A config (first argument, or `--search_space NAME_OR_FILE`) gives the search spa
 `nasbert_hf.supernet_training.train_supernet`; this script only parses arguments.
 """
 
-import argparse
 import sys
 
 from accelerate import PartialState
 from transformers import HfArgumentParser
 
-from nasbert_hf.search_space import config_training_defaults
+from nasbert_hf.arguments import read_config, split_config_argument
 from nasbert_hf.supernet_training import SupernetTrainingArguments, train_supernet
-
-CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def parse_arguments(argv):
     parser = HfArgumentParser(SupernetTrainingArguments)
-    if argv and argv[0].endswith(CONFIG_SUFFIXES):
-        config, argv = argv[0], argv[1:]
-    else:
-        config = argparse.ArgumentParser(add_help=False)
-        config.add_argument("--search_space", default="tiny")
-        config = config.parse_known_args(argv)[0].search_space
-    # Validates the config's training keys; the parser then takes them as defaults.
-    SupernetTrainingArguments.from_config(config)
-    parser.set_defaults(search_space=config, **config_training_defaults(config))
+    config, argv = split_config_argument(argv)
+    if config is None:
+        config = parser.parse_known_args(argv)[0].search_space
+    # The config's training keys (checked here) become the parser's defaults, which flags override.
+    defaults = read_config(config).section("training", fields_of=SupernetTrainingArguments)
+    parser.set_defaults(search_space=config, **defaults)
     (args,) = parser.parse_args_into_dataclasses(argv)
     return args
 

@@ -38,7 +38,8 @@ def malformed_yaml(tmp_path):
 def test_a_malformed_yaml_config_names_the_file(tmp_path, capsys, malformed_yaml, command):
     out = tmp_path / "out"
     assert main([command, "--config", str(malformed_yaml), "--out", str(out)]) == 2
-    assert f"Config file {malformed_yaml} is not valid YAML: while parsing" in error_line(capsys, command)
+    message = f"{malformed_yaml}: invalid YAML at line 3, column 6: expected ',' or ']', but got ':'."
+    assert message in error_line(capsys, command)
     assert not out.exists()
 
 

@@ -376,7 +376,7 @@ def test_command_line_and_recipe_arguments(setup, tmp_path, capsys):
         from distill import parse_arguments  # recipes/distill.py
     finally:
         sys.path.remove(str(RECIPE.parent))
-    from nasbert_hf.search_space import read_config
+    from nasbert_hf.arguments import read_config
 
     for name in ("tiny", "base"):  # `nasbert compress` passes the presets' sections as DistillArguments
         DistillArguments(**read_config(name)["distill"])
@@ -388,7 +388,7 @@ def test_command_line_and_recipe_arguments(setup, tmp_path, capsys):
     flat.write_text(json.dumps({"model": "m", "temperature": 2.0}))
     assert parse_arguments([str(flat)]).temperature == 2.0
     flat.write_text(json.dumps({"model": "m", "temprature": 2.0}))
-    with pytest.raises(ValueError, match=r"Unknown distillation arguments \['temprature'\]"):
+    with pytest.raises(ValueError, match=r"Unknown distill arguments \['temprature'\] in .*distill.json"):
         parse_arguments([str(flat)])
 
 
@@ -603,7 +603,7 @@ def test_arguments_are_validated_before_anything_is_written(overrides, message):
 
 def test_compress_passes_the_presets_distill_section_with_the_steps_apart():
     from nasbert_hf.commands.compress import distill_settings
-    from nasbert_hf.search_space import read_config
+    from nasbert_hf.arguments import read_config
 
     preset = read_config("tiny")
     steps, options = distill_settings(preset)

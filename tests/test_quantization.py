@@ -1,3 +1,4 @@
+import json
 from collections import Counter
 
 import numpy as np
@@ -11,10 +12,12 @@ from nasbert_hf import NasBertForSequenceClassification
 from nasbert_hf.export_onnx import TASKS, eager_outputs, export_model, load_session, random_padded_inputs
 from nasbert_hf.quantization import (
     INT8_TOLERANCE,
+    check_dev_data,
     compare_accuracy,
     int8_error,
     load_dev_set,
     onnx_predictor,
+    quantize_and_score,
     quantize_onnx,
     quantize_torch,
     relative_error,
@@ -164,3 +167,25 @@ def test_all_backends_on_real_sst2(exported, shared_data):
     for backend in predictors:
         assert 0.3 < report.accuracy[backend] < 0.7
         assert report.agreement[backend] >= 0.8
+
+
+def test_quantize_and_score_fills_the_export_report(tmp_path):
+    """The workflow of `nasbert export-onnx --quantize int8 --dev-data DIR`, as a library call."""
+    from nasbert_hf.export_onnx import REPORT_FILE, export_onnx
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    tokenizer = tiny_tokenizer()
+    NasBertForSequenceClassification(tiny_config(vocab_size=len(tokenizer))).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    data_dir = write_sst2_dev(tmp_path / "SST-2", [("a good movie", 1), ("a bad film", 0), ("great fun", 1)])
+    with pytest.raises(ValueError, match="needs a sequence-classification model; this export is 'masked-lm'"):
+        check_dev_data(model_dir, data_dir, "masked-lm")
+    tokenizer = check_dev_data(model_dir, data_dir, "sequence-classification")
+    report = export_onnx(model_dir, tmp_path / "onnx")
+    report = quantize_and_score(model_dir, tmp_path / "onnx", report, "int8", data_dir, tokenizer, max_length=16)
+    assert report.int8["onnx_file"] == "model_int8.onnx" and (tmp_path / "onnx" / "model_int8.onnx").is_file()
+    assert set(report.dev["accuracy"]) == {"torch-fp32", "onnx-fp32", "torch-int8", "onnx-int8"}
+    assert report.dev["examples"] == 3 and report.dev["agreement"]["onnx-fp32"] == 1.0
+    saved = json.loads((tmp_path / "onnx" / REPORT_FILE).read_text())
+    assert saved["int8"] == report.int8 and saved["dev"] == report.dev

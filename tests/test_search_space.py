@@ -6,13 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from nasbert_hf.architecture import Architecture
-from nasbert_hf.search_space import (
-    SearchSpace,
-    check_against_teacher,
-    config_training_defaults,
-    load_search_space,
-    preset_names,
-)
+from nasbert_hf.arguments import preset_names, read_config
+from nasbert_hf.search_space import SearchSpace, check_against_teacher, load_search_space
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = SearchSpace([8, 12], ["mha:2", "mha:3", "mha:4", "ffn:16", "conv:3", "id"], 4, 2)
@@ -67,8 +62,8 @@ def test_round_trips_through_dict_yaml_and_json(tmp_path):
     yaml_path.write_text("search_space:\n  hidden_sizes: [8, 12]\n  ops: [mha:2, mha:3, mha:4, ffn:16, conv:3, id]\n"
                          "  num_slots: 4\n  num_blocks: 2\ntraining:\n  max_steps: 7\n")
     assert load_search_space(yaml_path) == SMALL
-    assert config_training_defaults(yaml_path) == {"max_steps": 7}
-    assert config_training_defaults(path) == {}
+    assert read_config(yaml_path).section("training") == {"max_steps": 7}
+    assert read_config(path).section("training") == {}
 
 
 @pytest.mark.parametrize(

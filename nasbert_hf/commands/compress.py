@@ -2,24 +2,25 @@
 
 from pathlib import Path
 
-from .search import add_selection_arguments
+from .search import add_selection_arguments, selection_values
 
 HELP = "Compress a BERT into a family of small models, one per budget (supernet, search, export)."
 
+# The SupernetTrainingArguments worth a flag here; a config file sets any of them.
+TRAINING = ("teacher", "corpus", "max_steps", "seed", "cpu", "mixed_precision")
+
 
 def add_arguments(parser):
-    parser.add_argument("--teacher", help="Teacher folder or Hub name (default: the embedded all-MiniLM-L6-v2).")
-    parser.add_argument("--corpus", help="Text files/folder/glob (.txt, .txt.gz) or a datasets name "
-                                         "(default: the embedded Wikipedia sample).")
+    from ..arguments import add_dataclass_arguments
+    from ..supernet_training import SupernetTrainingArguments
+
     parser.add_argument("--config", default="tiny", help="Search-space preset (tiny, base) or a YAML/JSON file.")
     parser.add_argument("--out", default="nasbert-out", help="Output folder (default: ./nasbert-out).")
-    parser.add_argument("--max-steps", type=int, help="Supernet training steps (default: the config's).")
-    parser.add_argument("--seed", type=int, help="Seed (default: the config's).")
+    add_dataclass_arguments(parser, SupernetTrainingArguments, only=TRAINING,
+                            default_help=" (default: {}, or the config's value)")
     add_selection_arguments(parser)
     parser.add_argument("--distill-steps", type=int, help="Distillation steps for every exported model, 0 for none "
                                                           "(default: the config's `distill` section).")
-    parser.add_argument("--cpu", action="store_true", default=None, help="Train on CPU even when a GPU is present.")
-    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="Mixed precision on GPU.")
     parser.add_argument("--no-install", dest="install", action="store_false",
                         help="Do not install the models in the local zoo (by default they are, so that "
                              "from_pretrained('nasbert-5M') loads them by name).")
@@ -43,17 +44,15 @@ def distill_settings(config, distill_steps=None):
 
 
 def run(args):
+    from ..arguments import given_values, read_config
     from ..pipeline import RUN_SUBDIR, SearchArguments, compress, format_summary
-    from ..search_space import read_config
     from ..supernet_training import SupernetTrainingArguments
 
     out = Path(args.out)
     training = SupernetTrainingArguments.from_config(
-        args.config, output_dir=str(out / RUN_SUBDIR), teacher=args.teacher, corpus=args.corpus,
-        max_steps=args.max_steps, seed=args.seed, cpu=args.cpu, mixed_precision=args.mixed_precision,
+        args.config, output_dir=str(out / RUN_SUBDIR), **given_values(args, SupernetTrainingArguments)
     )
-    searching = SearchArguments(run_dir=str(out / RUN_SUBDIR), budgets=args.budgets, out=str(out), top_k=args.top_k,
-                                 min_budget_use=args.min_budget_use)
+    searching = SearchArguments(run_dir=str(out / RUN_SUBDIR), out=str(out), **selection_values(args))
     distill_steps, distilling = distill_settings(read_config(args.config), args.distill_steps)
     summary = compress(training, searching, install=args.install, distill_steps=distill_steps, distill_options=distilling)
     print(format_summary(summary))

@@ -4,26 +4,15 @@ HELP = "Fine-tune the exported models (and baselines) on GLUE tasks and write OU
 
 
 def add_arguments(parser):
+    from ..arguments import add_dataclass_arguments
+    from ..report import ReportArguments
+
     parser.add_argument("out_dir", help="The folder `nasbert compress` wrote (e.g. nasbert-out).")
-    parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "cola"], help="GLUE tasks (default: sst2 mrpc cola).")
-    parser.add_argument("--data-dir", help="GLUE folder in the official layout (e.g. ../shared/data/glue); default: the Hub.")
-    parser.add_argument("--baseline", dest="baselines", nargs="+", default=[], metavar="DIR",
-                        help="Baseline model folders fine-tuned the same way (e.g. `nasbert convert` output).")
-    parser.add_argument("--max-train-samples", type=int, default=2000, help="Training examples per task (default 2000; 0: all).")
-    parser.add_argument("--max-eval-samples", type=int, help="Dev examples per task (default: all).")
-    parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    add_dataclass_arguments(parser, ReportArguments, aliases={"baselines": ["--baseline"]}, skip=("out_dir",))
 
 
 def run(args):
+    from ..arguments import given_values
     from ..report import ReportArguments, report
 
-    print(report(ReportArguments(
-        out_dir=args.out_dir, tasks=args.tasks, data_dir=args.data_dir, baselines=args.baselines,
-        max_train_samples=args.max_train_samples or None, max_eval_samples=args.max_eval_samples,
-        max_seq_length=args.max_seq_length, epochs=args.epochs, learning_rate=args.learning_rate,
-        batch_size=args.batch_size, seed=args.seed,
-    )))
+    print(report(ReportArguments(**given_values(args, ReportArguments))))
