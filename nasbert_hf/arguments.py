@@ -12,13 +12,14 @@
 
 import copy
 import dataclasses
-import json
 import typing
 from pathlib import Path
 from types import MappingProxyType
 
 import yaml
 from transformers import HfArgumentParser
+
+from .folders import read_json, read_text
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
@@ -86,21 +87,17 @@ def read_config(name_or_path):
 
 
 def _parse(path):
-    # `yaml.YAMLError` is not a ValueError (the CLI would print a traceback) and neither parser's
-    # message names the file, so both are re-raised as one ValueError naming file and position.
+    # `yaml.YAMLError` is not a ValueError (the CLI would print a traceback) and its message does
+    # not name the file, so it is re-raised as one ValueError naming file and position, in the
+    # format `read_json` uses for JSON.
+    if path.suffix == ".json":
+        return read_json(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path}: invalid JSON at line {error.lineno}, column {error.colno} (char {error.pos}): {error.msg}."
-        ) from None
+        return yaml.safe_load(read_text(path))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ValueError(f"{path}: invalid YAML{where}: {getattr(error, 'problem', None) or error}.") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}).") from None
 
 
 # ---------------------------------------------------------------------------------------------

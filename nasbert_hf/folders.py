@@ -70,11 +70,23 @@ def write_json(path, data, **options):
     return atomic_write_text(path, json.dumps(data, **{"indent": 2, **options}) + "\n")
 
 
-def read_json(path):
+def read_text(path):
+    """The UTF-8 text of `path`; other bytes raise `ValueError` naming the file and the offset."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-        raise ValueError(f"{path} is not valid JSON: {error}.") from error
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}).") from None
+
+
+def read_json(path):
+    """The one JSON reader: malformed JSON raises `ValueError` naming the file, line and column,
+    where a bare `JSONDecodeError` names neither the file nor what was being read."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: invalid JSON at line {error.lineno}, column {error.colno} (char {error.pos}): {error.msg}."
+        ) from None
 
 
 @contextmanager

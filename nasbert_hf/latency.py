@@ -14,7 +14,6 @@ least squares (`op_scale`). The prediction stays a sum of per-op costs, so the s
 stays exact.
 """
 
-import json
 import random
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .architecture import Architecture
 from .cost import CostModel
-from .folders import write_json
+from .folders import read_json, write_json
 from .modeling import NasBertConfig, NasBertModel
 from .timing import describe_machine, time_interleaved
 
@@ -86,10 +85,8 @@ class LatencyTable(CostModel):
 
     @classmethod
     def load(cls, path):
-        with open(path) as handle:
-            data = json.load(handle)
         try:
-            return cls(**data)
+            return cls(**read_json(path))
         except TypeError as error:
             raise ValueError(f"{path} is not a latency table: {error}") from None
 

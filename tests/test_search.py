@@ -172,6 +172,9 @@ def test_load_candidates(tmp_path):
     with pytest.raises(ValueError, match="Every block needs at least one candidate"):
         load_candidates(path)
     path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"candidates.json: invalid JSON at line 1, column 2"):
+        load_candidates(path)
+    path.write_text(json.dumps(["a list"]))
     with pytest.raises(ValueError, match="is not a candidates table"):
         load_candidates(path)
 
