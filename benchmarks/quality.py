@@ -149,10 +149,10 @@ def main():
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "cola"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--max-train-samples", type=int, default=1000)
+    parser.add_argument("--max-train-samples", type=int, default=2000)
     parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--latency-repeats", type=int, default=20)
     parser.add_argument("--rescore-batches", type=int, default=4)
@@ -175,7 +175,8 @@ def main():
     random_run = random_out / "supernet-run"
     random_wall = train_ablation_supernet(random_run, ablation)
     differ = check_same_run(out / "supernet-run", random_run)
-    log(f"{ablation} supernet ready (trained in {random_wall and round(random_wall)} s); run configs differ in: {differ}")
+    trained = "reused from an earlier run" if random_wall is None else f"trained in {round(random_wall)} s"
+    log(f"{ablation} supernet ready ({trained}); run configs differ in: {differ}")
 
     supernet, space, run_config = Supernet.from_run(out / "supernet-run")
     rsupernet, _, _ = Supernet.from_run(random_run)
