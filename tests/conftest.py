@@ -305,3 +305,29 @@ def write_task(root, task, files=None):
     for name, lines in (files or OFFICIAL_ROWS[task]).items():
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
+
+
+SQUAD_CONTEXT = (
+    "Super Bowl 50 was an American football game to determine the champion of the National Football League "
+    "for the 2015 season. The American Football Conference champion Denver Broncos defeated the National "
+    "Football Conference champion Carolina Panthers 24 to 10 to earn their third Super Bowl title. The game "
+    "was played on February 7, 2016, at Levi's Stadium in the San Francisco Bay Area at Santa Clara, California."
+)
+SQUAD_QUESTIONS = [
+    ("q1", "Which NFL team won Super Bowl 50?", "Denver Broncos"),
+    ("q2", "Where was Super Bowl 50 played?", "Levi's Stadium"),
+    ("q3", "What was the final score?", "24 to 10"),
+    ("q4", "When was the game played?", "February 7, 2016"),
+]
+
+
+def squad_document(version="1.1", unanswerable=False):
+    """A SQuAD file's JSON: one long context, 4 answerable questions (and one unanswerable for v2.0)."""
+    qas = [
+        {"id": qid, "question": question, "answers": [{"text": answer, "answer_start": SQUAD_CONTEXT.index(answer)}]}
+        for qid, question, answer in SQUAD_QUESTIONS
+    ]
+    if unanswerable:
+        qas.append({"id": "q5", "question": "Who won Super Bowl 51?", "answers": [], "is_impossible": True,
+                    "plausible_answers": [{"text": "Denver Broncos", "answer_start": SQUAD_CONTEXT.index("Denver")}]})
+    return {"version": version, "data": [{"title": "Super_Bowl_50", "paragraphs": [{"context": SQUAD_CONTEXT, "qas": qas}]}]}

