@@ -62,21 +62,28 @@ def is_config_file(argument):
     return str(argument).endswith(CONFIG_SUFFIXES)
 
 
-def resolve_config_path(name_or_path):
-    """`tiny`/`base` -> the packaged preset file; anything else must be an existing YAML/JSON file."""
+def resolve_config_path(name_or_path, presets=True):
+    """`tiny`/`base` -> the packaged preset file (unless `presets=False`: the fine-tuning recipes,
+    whose arguments the presets do not hold); anything else must be an existing YAML/JSON file."""
     text = str(name_or_path)
-    if text in preset_names():
-        return PRESETS_DIR / f"{text}.yaml"
     path = Path(text).expanduser()
+    if text in preset_names() and not path.is_file():
+        if presets:
+            return PRESETS_DIR / f"{text}.yaml"
+        raise FileNotFoundError(f"Config {text!r} is a preset of `nasbert compress`, not a file of recipe arguments; "
+                                "pass a YAML/JSON file.")
     if not path.is_file():
-        raise FileNotFoundError(f"Config {text!r} is neither a preset ({', '.join(preset_names())}) nor an existing file.")
+        if presets:
+            raise FileNotFoundError(f"Config {text!r} is neither a preset ({', '.join(preset_names())}) "
+                                    "nor an existing file.")
+        raise FileNotFoundError(f"Config {text!r} is not an existing file.")
     return path
 
 
-def read_config(name_or_path):
-    """The `Config` of a preset name or a YAML/JSON file (JSON by its `.json` suffix; an empty YAML
-    file is an empty config)."""
-    path = resolve_config_path(name_or_path)
+def read_config(name_or_path, presets=True):
+    """The `Config` of a preset name (if `presets`) or a YAML/JSON file (JSON by its `.json` suffix;
+    an empty YAML file is an empty config)."""
+    path = resolve_config_path(name_or_path, presets)
     values = _parse(path)
     if values is None:
         values = {}
@@ -106,14 +113,16 @@ def _parse(path):
 
 
 def add_dataclass_arguments(parser, dataclass_type, aliases=None, only=None, skip=(), required=(),
-                            default_help=" (default: {})"):
+                            default_help=" (default: {})", config_file_gives=False):
     """Add a flag for each field of `dataclass_type` to `parser` (an `argparse` parser or
     sub-parser), the flags `HfArgumentParser(dataclass_type)` makes, help from the fields' metadata.
 
     `aliases` maps a field name to extra flags (`{"output_dir": ["--out"]}`); `only`/`skip` choose
     the fields; `required` names fields that must be given. Every flag defaults to None (see
     `given_values`); `default_help` (formatted with the field's default) tells the help reader
-    what a flag left out means.
+    what a flag left out means. With `config_file_gives`, no flag is required, not even a field
+    without a default: a `--config` file may hold it, and the caller checks what is still missing
+    (`finetune.parse_arguments`).
     """
     aliases = aliases or {}
     hints = typing.get_type_hints(dataclass_type)
@@ -129,6 +138,11 @@ def add_dataclass_arguments(parser, dataclass_type, aliases=None, only=None, ski
         # The parser of the recipes, reused so that a command and a recipe take the same flags.
         HfArgumentParser._parse_dataclass_field(parser, flag)
         parser.set_defaults(**{field.name: None})
+        if config_file_gives:
+            # HfArgumentParser makes every field without a default a required flag.
+            for action in parser._actions:
+                if action.dest == field.name:
+                    action.required = False
 
 
 def _help(field, default_help):

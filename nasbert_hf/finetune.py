@@ -7,6 +7,7 @@ fine-tuned on the task (task distillation, as NAS-BERT's final fine-tuning does)
 dataclasses for `HfArgumentParser`, so the recipes take flags or a YAML/JSON file.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,18 +90,32 @@ GLUE_ARGUMENTS = (ModelArguments, GlueArguments, TrainingArguments)
 SQUAD_ARGUMENTS = (ModelArguments, SquadArguments, TrainingArguments)
 
 
-def parse_arguments(dataclass_types, argv=None, config_file=None, overrides=None):
+def parse_arguments(dataclass_types, argv=None, config_file=None, overrides=None, required=()):
     """Parse the argument dataclasses from a YAML/JSON `config_file` updated by `overrides` (a dict),
     or, without either, from command-line flags `argv` (`HfArgumentParser` conventions); an `argv`
-    that is a single `.yaml`/`.yml`/`.json` path is read as the config file."""
+    that is a single `.yaml`/`.yml`/`.json` path is read as the config file. `required` names
+    fields with a default that must be given all the same (`nasbert glue` needs `output_dir`)."""
     parser = HfArgumentParser(dataclass_types)
     if argv is not None and len(argv) == 1 and is_config_file(argv[0]):
         config_file, argv = argv[0], None  # `python recipes/run_glue.py config.yaml`
     if config_file is None and overrides is None:
         return parser.parse_args_into_dataclasses(args=argv)
     # The file is flat, as `HfArgumentParser.parse_yaml_file` reads it: argument names at top level.
-    values = {} if config_file is None else dict(read_config(config_file))
+    values = {} if config_file is None else dict(read_config(config_file, presets=False))
     values.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    source = config_file or "the given arguments"
+    # parse_dict builds the dataclasses directly: a missing required field would be a TypeError
+    # traceback and an unknown key an error that names neither the key's file nor the fix.
+    missing = [f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init and f.name not in values
+               and (f.name in required or f.default is f.default_factory is dataclasses.MISSING)]
+    if missing:
+        flags = ", ".join(f"{name} (--{name.replace('_', '-')})" for name in missing)
+        raise ValueError(f"{source}: missing required argument(s): {flags}.")
+    known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown argument(s): {', '.join(unknown)} (a fine-tuning config is flat: "
+                         "the recipe's argument names, such as learning_rate, at top level).")
     return parser.parse_dict(values)
 
 

@@ -59,11 +59,17 @@ def headline(task, results):
 
 
 def model_folders(out_dir):
-    """The exported model folders of a compress output folder, in budget order."""
+    """The exported model folders of a compress output folder, smallest first (total parameters, as
+    the names count them; the body count of folders written before `params` was recorded)."""
     folders = [p.parent for p in Path(out_dir).glob(f"*/{METADATA_FILE}")]
     if not folders:
         raise FileNotFoundError(f"No exported models (*/{METADATA_FILE}) in {out_dir}; run `nasbert compress` first.")
-    return sorted(folders, key=lambda p: read_metadata(p)["params_no_embeddings"])
+
+    def size(folder):
+        metadata = read_metadata(folder)
+        return metadata.get("params", metadata.get("params_no_embeddings", 0)), folder.name
+
+    return sorted(folders, key=size)
 
 
 def model_fingerprint(model_dir):

@@ -1,7 +1,7 @@
 """The local model zoo, and loading models by name: `AutoModel.from_pretrained("nasbert-5M")`.
 
 The zoo is a folder, `$NASBERT_HOME` (default `$XDG_CACHE_HOME/nasbert`, i.e. `~/.cache/nasbert`):
-`nasbert install DIR` and `nasbert compress --install` put models there, `nasbert list` shows them.
+`nasbert install DIR` and `nasbert compress` (unless `--no-install`) put models there, `nasbert list` shows them.
 Each entry `$NASBERT_HOME/<name>` is a symbolic link to a versioned copy,
 `$NASBERT_HOME/.store/<name>-<id>/`. A (re-)install copies the model into a new version and swaps
 the link with one `os.replace`, so the name always points to a complete model, old or new, even in

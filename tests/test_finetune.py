@@ -364,12 +364,49 @@ def test_malformed_config_and_squad_files_name_file_and_position(tiny_models, tm
     assert code == 2 and f"{bad}: invalid JSON at line 1, column" in error and "Traceback" not in error
 
 
+def test_config_that_cannot_make_the_arguments_is_named(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="'tiny' is a preset of `nasbert compress`, not a file"):
+        parse_arguments(GLUE_ARGUMENTS, config_file="tiny")
+    config = tmp_path / "glue.yaml"
+    config.write_text("task_name: sst2\noutput_dir: out\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"glue.yaml: missing required argument\(s\): model_name_or_path \(--model-name-or-path\)\."):
+        parse_arguments(GLUE_ARGUMENTS, argv=[str(config)])
+    config.write_text("model_name_or_path: m\ntask_name: sst2\noutput_dir: out\nlr: 0.1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"glue.yaml: unknown argument\(s\): lr \("):
+        parse_arguments(GLUE_ARGUMENTS, argv=[str(config)])
+    code = cli.main(["glue", "some-model", "--config", "base", "--output-dir", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert code == 2 and "'base' is a preset of `nasbert compress`" in error and "Traceback" not in error
+    # The command's required flags may come from the config file; what neither gives is named.
+    config.write_text(f"task_name: sst2\nlearning_rate: 0.1\n", encoding="utf-8")
+    code = cli.main(["glue", "some-model", "--config", str(config)])
+    error = capsys.readouterr().err
+    assert code == 2 and "missing required argument(s): output_dir (--output-dir)." in error
+    config.write_text(f"task_name: sst2\noutput_dir: {tmp_path / 'out'}\n", encoding="utf-8")
+    (tmp_path / "not-a-model").mkdir()
+    code = cli.main(["glue", str(tmp_path / "not-a-model"), "--config", str(config)])
+    error = capsys.readouterr().err
+    assert code == 2 and "required" not in error and "Traceback" not in error  # got past the arguments
+
+
 def exported_model(tiny_models, out_dir, name="nasbert-tiny"):
     """A model folder as `nasbert compress` exports it: NasBert weights, tokenizer and `nasbert.json`."""
     folder = Path(out_dir) / name
     shutil.copytree(tiny_models["base"], folder)
     (folder / "nasbert.json").write_text(json.dumps({"name": name, "params_no_embeddings": 1000, "flops": 2000}))
     return folder
+
+
+def test_report_lists_models_smallest_first_by_total_parameters(tmp_path):
+    from nasbert_hf.report import model_folders
+
+    # Total parameters decide (as the names count them), not the body: nasbert-5M has the larger body here.
+    for name, metadata in {"nasbert-10M": {"params": 10_000_000, "params_no_embeddings": 3_000_000},
+                           "nasbert-5M": {"params": 5_000_000, "params_no_embeddings": 4_000_000},
+                           "old-1M": {"params_no_embeddings": 1_000_000}}.items():  # written before `params`
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "nasbert.json").write_text(json.dumps(metadata))
+    assert [folder.name for folder in model_folders(tmp_path)] == ["old-1M", "nasbert-5M", "nasbert-10M"]
 
 
 def test_report_reruns_when_a_setting_or_the_model_changes(toy_glue, tiny_models, tmp_path, monkeypatch):

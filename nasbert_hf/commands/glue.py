@@ -22,7 +22,7 @@ def add_training_arguments(parser, dataclass_types, aliases=None):
     parser.add_argument("--no-eval", dest="do_eval", action="store_false", help="Skip evaluation.")
     for dataclass_type in dataclass_types:
         add_dataclass_arguments(parser, dataclass_type, aliases={**ALIASES, **(aliases or {})},
-                                skip=("model_name_or_path",), required=("output_dir",))
+                                skip=("model_name_or_path",), config_file_gives=True)
     # A command trains and evaluates unless told not to (the recipes' Trainer flags default to off).
     parser.set_defaults(do_train=True, do_eval=True)
 
@@ -35,7 +35,7 @@ def parse_training_arguments(args, dataclass_types):
     overrides = {name: value for kind in dataclass_types for name, value in given_values(args, kind).items()}
     if args.batch_size is not None:
         overrides.update(per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size)
-    return parse_arguments(dataclass_types, config_file=args.config, overrides=overrides)
+    return parse_arguments(dataclass_types, config_file=args.config, overrides=overrides, required=("output_dir",))
 
 
 def print_results(results, output_dir):
