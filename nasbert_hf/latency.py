@@ -12,12 +12,20 @@ model (measured here: whole models predicted ~20% too slow), so the table is cal
 few random whole architectures: one scale factor for the op costs of each hidden size, fitted by
 least squares (`op_scale`). The prediction stays a sum of per-op costs, so the search over it
 stays exact.
+
+Devices (`RUNTIMES`): `cpu` and `cuda` time eager PyTorch, `ort-cpu` ONNX Runtime's CPU provider
+on the exported graph. A table is measured on the machine it describes; a run folder keeps one
+per device as `latency-<device>.json`, and latency budgets `latency=8ms@<device>` use it.
 """
 
+import importlib.util
 import random
 import statistics
+import tempfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -27,7 +35,9 @@ from .folders import read_json, write_json
 from .modeling import NasBertConfig, NasBertModel
 from .timing import describe_machine, time_interleaved
 
-RUNTIMES = {"cpu": ("torch", "cpu"), "cuda": ("torch", "cuda")}
+# Latency devices: name -> (runtime, torch device of the model and inputs). `ort-cpu` times ONNX
+# Runtime's CPU provider on the graph `nasbert export-onnx` writes (the deployed path on CPUs).
+RUNTIMES = {"cpu": ("torch", "cpu"), "cuda": ("torch", "cuda"), "ort-cpu": ("onnxruntime", "cpu")}
 
 
 @dataclass
@@ -55,7 +65,7 @@ class LatencyTable(CostModel):
     def _missing(self, what, hidden_size):
         return ValueError(
             f"Latency table for {self.device} has no entry for {what} at hidden size {hidden_size} "
-            f"(hidden sizes: {sorted(self.base_ms)}); re-measure it with `nasbert latency-table`."
+            f"(hidden sizes: {sorted(self.base_ms)}); re-measure it with `nasbert latency-table --device {self.device}`."
         )
 
     def base_cost(self, hidden_size):
@@ -92,16 +102,33 @@ class LatencyTable(CostModel):
 
 
 def model_runner(config, device="cpu", batch_size=1, seq_len=128):
-    """A zero-argument callable running one inference forward pass of `NasBertModel(config)`."""
-    model = NasBertModel(config).eval().to(device)
-    input_ids = torch.randint(1, config.vocab_size, (batch_size, seq_len), device=device)
+    """A zero-argument callable running one inference forward pass of `NasBertModel(config)` on a
+    latency device (`RUNTIMES`; any other name is a torch device)."""
+    runtime, torch_device = RUNTIMES.get(device, ("torch", device))
+    model = NasBertModel(config).eval().to(torch_device)
+    input_ids = torch.randint(1, config.vocab_size, (batch_size, seq_len), device=torch_device)
     attention_mask = torch.ones_like(input_ids)
+    if runtime == "onnxruntime":
+        return _onnx_runner(model, input_ids, attention_mask)
 
     def forward():
         with torch.inference_mode():
-            model(input_ids, attention_mask=attention_mask)
+            return model(input_ids, attention_mask=attention_mask)
 
     return forward
+
+
+def _onnx_runner(model, input_ids, attention_mask):
+    """The same forward pass through an ONNX Runtime CPU session on the exported graph."""
+    from .export_onnx import load_session, run_session, trace_to_onnx
+
+    with tempfile.TemporaryDirectory() as folder:  # the session holds the graph once it is built
+        path = Path(folder) / "model.onnx"
+        trace_to_onnx(model, path, "feature-extraction")
+        session = load_session(path, threads=torch.get_num_threads())
+    ids, mask = input_ids.numpy(), attention_mask.numpy()
+    types = np.zeros_like(ids)
+    return lambda: run_session(session, ids, mask, types)
 
 
 def _config(hidden_size, layers, embedding_size, vocab_size, seq_len):
@@ -111,11 +138,28 @@ def _config(hidden_size, layers, embedding_size, vocab_size, seq_len):
     )
 
 
-def _check_device(device):
+def check_device(device):
+    """Raise `ValueError` when `device` is not a latency device or cannot be timed on this machine."""
     if device not in RUNTIMES:
         raise ValueError(f"Unknown latency device {device!r}; known: {', '.join(RUNTIMES)}.")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("Latency device 'cuda' asked for, but torch sees no CUDA device here.")
+    if RUNTIMES[device][0] == "onnxruntime":
+        missing = [name for name in ("onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ValueError(f"Latency device {device!r} needs {' and '.join(missing)}: "
+                             "pip install 'nasbert-hf[onnx]'.")
+
+
+def machine_of(device):
+    """The machine and runtime a latency device's timings come from (kept in every table)."""
+    runtime, torch_device = RUNTIMES[device]
+    machine = describe_machine(torch_device)
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        machine += f", onnxruntime {onnxruntime.__version__}"
+    return machine
 
 
 def measure_latency_table(
@@ -124,18 +168,18 @@ def measure_latency_table(
 ):
     """Measure a `LatencyTable` for every op code in `ops` at every hidden size, then calibrate
     its op costs on the whole architectures in `calibration` (none: no calibration)."""
-    _check_device(device)
+    check_device(device)
     torch_device = RUNTIMES[device][1]
-    table = LatencyTable(device, batch_size, seq_len, embedding_size, vocab_size, describe_machine(torch_device))
+    table = LatencyTable(device, batch_size, seq_len, embedding_size, vocab_size, machine_of(device))
     work = [(h, code) for h in hidden_sizes for code in ops if code != "id" and h % _heads(code) == 0]
     bar = tqdm(total=len(work), desc=f"latency table ({device})", disable=not progress)
     for hidden in hidden_sizes:
-        skeleton = model_runner(_config(hidden, ["id"], embedding_size, vocab_size, seq_len), torch_device, batch_size, seq_len)
+        skeleton = model_runner(_config(hidden, ["id"], embedding_size, vocab_size, seq_len), device, batch_size, seq_len)
         table.op_ms[hidden] = {}
         base_samples = []
         for code in [c for h, c in work if h == hidden]:
             stacked = model_runner(_config(hidden, [code] * copies, embedding_size, vocab_size, seq_len),
-                                   torch_device, batch_size, seq_len)
+                                   device, batch_size, seq_len)
             times = time_interleaved({"base": skeleton, "op": stacked}, repeats, device=torch_device)
             base_samples.append(times["base"])
             table.op_ms[hidden][code] = max(0.0, (times["op"] - times["base"]) * 1e3 / copies)
@@ -172,12 +216,11 @@ def _heads(code):
 def measure_model_latency(arch, device="cpu", batch_size=1, seq_len=128, embedding_size=None, vocab_size=30522, repeats=20):
     """Measured milliseconds per forward pass of the whole model of `arch` (at its own embedding
     width, else `embedding_size`)."""
-    _check_device(device)
-    torch_device = RUNTIMES[device][1]
+    check_device(device)
     config = arch.to_config(embedding_size=arch.embedding_size or embedding_size or arch.input_width,
                             vocab_size=vocab_size, max_position_embeddings=max(512, seq_len))
-    runner = model_runner(config, torch_device, batch_size, seq_len)
-    return time_interleaved({"model": runner}, repeats, device=torch_device)["model"] * 1e3
+    runner = model_runner(config, device, batch_size, seq_len)
+    return time_interleaved({"model": runner}, repeats, device=RUNTIMES[device][1])["model"] * 1e3
 
 
 def random_architectures(ops, hidden_sizes, num_slots, count, seed=0):

@@ -1,7 +1,8 @@
 """The main job, `nasbert compress`: supernet -> search -> export, resumable at every stage.
 
 `compress` trains (or resumes, or reuses) the supernet in `OUT/supernet-run/`, then
-`search_and_export` (also `nasbert search RUN_DIR`) measures this machine's latency table, runs
+`search_and_export` (also `nasbert search RUN_DIR`) measures this machine's CPU latency table
+(and one for each device a latency budget names, unless the run holds it already), runs
 the exact search for every budget, re-scores the top candidates of each budget on the assembled
 models, and exports the best of each as `OUT/<name>/`, with `OUT/summary.json` and
 `OUT/pareto.png`.
@@ -17,7 +18,7 @@ from .export import from_supernet, model_metadata, save_model_folder
 from .folders import (
     CANDIDATES_FILE, METADATA_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, SUPERNET_WEIGHTS_FILE, read_json, write_json,
 )
-from .latency import LatencyTable, measure_latency_table, measure_model_latency, random_architectures
+from .latency import LatencyTable, check_device, measure_latency_table, measure_model_latency, random_architectures
 from .search import MIN_BUDGET_USE, Budget, NoModelInBand, cost_model_for, human, load_candidates, minimum_cost, search
 
 # The paper's family (NAS-BERT5, 10, 30, 60) and a 15M step, in total parameters: the default
@@ -123,7 +124,8 @@ def exported_summary(args):
 
 
 def _check_budgets_early(training_args, search_args):
-    """Impossible parameter/FLOP budgets fail before the supernet trains, not after."""
+    """Impossible parameter/FLOP budgets, and latency budgets for a device with neither a table in
+    the run nor a way to measure one here, fail before the supernet trains, not after."""
     if not search_args.budgets:
         return
     from .search_space import load_search_space
@@ -131,6 +133,8 @@ def _check_budgets_early(training_args, search_args):
 
     teacher = load_teacher(training_args.teacher)
     check_budgets(search_args.budgets, load_search_space(training_args.search_space), teacher, training_args.seq_len)
+    for device in {budget.device for budget in search_args.budgets if budget.metric == "latency"}:
+        check_latency_source(training_args.output_dir, device, training_args.seq_len, teacher)
 
 
 def auto_budgets(tables, cost_model, teacher_params, ladder=LADDER, fallback_sizes=3):
@@ -225,11 +229,38 @@ def validation_batches(run_config, teacher, count):
     return batches
 
 
-def run_latency_table(run_dir, space, teacher, seq_len, device="cpu", repeats=10):
-    """This machine's latency table for the run's search space, measured once and kept in the run."""
-    path = Path(run_dir) / f"latency-{device}.json"
+def latency_table_path(run_dir, device):
+    return Path(run_dir) / f"latency-{device}.json"
+
+
+def check_latency_source(run_dir, device, seq_len, teacher):
+    """Raise `ValueError` unless the run has a latency table for `device` or this machine can measure one."""
+    path = latency_table_path(run_dir, device)
     if path.is_file():
-        return LatencyTable.load(path)
+        return
+    try:
+        check_device(device)
+    except ValueError as error:
+        raise ValueError(
+            f"{error} A latency budget @{device} needs the table {path}: measure it on a machine with that "
+            f"device (`nasbert latency-table --device {device} --config {Path(run_dir) / RUN_CONFIG_FILE} "
+            f"--seq-len {seq_len} --embedding-size {teacher.hidden_size} --vocab-size {teacher.vocab_size} "
+            f"--out latency-{device}.json`) and copy it there."
+        ) from None
+
+
+def run_latency_table(run_dir, space, teacher, seq_len, device="cpu", repeats=10):
+    """The run's latency table for `device`: `RUN/latency-<device>.json` if it is there (measured
+    on the machine it describes and copied in), else measured here once and kept in the run."""
+    path = latency_table_path(run_dir, device)
+    if path.is_file():
+        table = LatencyTable.load(path)
+        wanted = {"device": device, "seq_len": seq_len, "vocab_size": teacher.vocab_size}
+        wrong = {key: getattr(table, key) for key, value in wanted.items() if getattr(table, key) != value}
+        if wrong:
+            raise ValueError(f"{path} was measured for {wrong}, but this run needs {wanted}; measure it again.")
+        return table
+    check_latency_source(run_dir, device, seq_len, teacher)
     ops = sorted({code for code in space.ops if code != "id"})
     calibration = random_architectures(list(space.ops), space.hidden_sizes, space.num_slots, 12, seed=1)
     table = measure_latency_table(ops, space.hidden_sizes, device=device, batch_size=1, seq_len=seq_len,
@@ -253,9 +284,12 @@ def search_and_export(args):
     tables = load_candidates(run_dir / CANDIDATES_FILE)
     seq_len = run_config["seq_len"]
     dimensions = teacher_dimensions(teacher)
-    latency = {"cpu": run_latency_table(run_dir, space, teacher, seq_len, repeats=args.latency_repeats)}
     params = cost_model_for(Budget("params", math.inf), seq_len, **dimensions)
     budgets = _unique(args.budgets) or auto_budgets(tables, params, teacher.num_parameters())
+    # CPU always (every model card reports it), and each device a latency budget names.
+    devices = ["cpu"] + sorted({b.device for b in budgets if b.metric == "latency"} - {"cpu"})
+    latency = {device: run_latency_table(run_dir, space, teacher, seq_len, device, args.latency_repeats)
+               for device in devices}
     cached = CachedTeacher(teacher)
     batches = validation_batches(run_config, teacher, args.rescore_batches)
 
@@ -270,13 +304,10 @@ def search_and_export(args):
         loss, best = min(scored, key=lambda item: (item[0], item[1].approx_loss))
         arch = best.architecture
         model = from_supernet(supernet, arch, teacher)
-        measured = measure_model_latency(arch, "cpu", 1, seq_len, teacher.hidden_size, teacher.vocab_size,
-                                         repeats=args.latency_repeats)
         metadata = model_metadata(
             budget.name, arch, model.config,
             budget=str(budget),
-            latency_ms={"cpu": round(measured, 3), "cpu_predicted": round(latency["cpu"].predict(arch), 3),
-                        "batch_size": 1, "seq_len": seq_len, "machine": latency["cpu"].machine},
+            latency_ms=latencies(arch, latency, seq_len, teacher, args.latency_repeats),
             block_hidden_sizes=[block.hidden_size for block in space.split(arch)],
             teacher=run_config["teacher"],
             teacher_params=teacher.num_parameters(),
@@ -313,6 +344,24 @@ def _family_candidates(tables, cost_model, budget, args):
 
 SUMMARY_FIELDS = ("name", "architecture", "params", "body_params", "embedding_size", "block_hidden_sizes", "flops",
                   "budget", "latency_ms", "losses")
+
+
+def latencies(arch, tables, seq_len, teacher, repeats):
+    """`nasbert.json`'s latency record: per device the table's prediction and, where this machine
+    has the device, the measured time (batch 1)."""
+    record = {"batch_size": 1, "seq_len": seq_len, "machine": tables["cpu"].machine}
+    for device, table in tables.items():
+        try:
+            check_device(device)
+        except ValueError:
+            pass  # a table copied in from another machine: predicted only
+        else:
+            record[device] = round(measure_model_latency(arch, device, 1, seq_len, teacher.hidden_size,
+                                                         teacher.vocab_size, repeats=repeats), 3)
+        record[f"{device}_predicted"] = round(table.predict(arch), 3)
+        if device != "cpu":
+            record[f"{device}_machine"] = table.machine
+    return record
 
 
 def _unique(budgets):

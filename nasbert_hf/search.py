@@ -310,6 +310,6 @@ def cost_model_for(budget, seq_len=128, embedding_size=None, latency_tables=None
         known = ", ".join(sorted(tables)) or "none"
         raise ValueError(
             f"Budget {budget} needs a latency table for device {budget.device!r} (have: {known}); "
-            "measure one with `nasbert latency-table`."
+            f"measure one with `nasbert latency-table --device {budget.device}`."
         )
     return tables[budget.device]

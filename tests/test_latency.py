@@ -1,7 +1,8 @@
 import pytest
+import torch
 
-from nasbert_hf import Architecture
-from nasbert_hf.latency import LatencyTable, measure_latency_table, random_architectures
+from nasbert_hf import Architecture, NasBertConfig
+from nasbert_hf.latency import LatencyTable, measure_latency_table, model_runner, random_architectures
 from nasbert_hf.search import Budget, cost_model_for
 
 OPS = ["mha:2", "ffn:64", "conv:3", "id"]
@@ -70,3 +71,20 @@ def test_calibration_scales_op_costs_and_round_trips(tmp_path, table):
         assert calibrated.predict(arch) == pytest.approx(expected)
     calibrated.save(tmp_path / "table.json")
     assert LatencyTable.load(tmp_path / "table.json").op_scale == calibrated.op_scale
+
+
+def test_ort_cpu_times_the_onnx_graph_of_the_same_model():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    config = NasBertConfig(hidden_size=32, layers=["mha:2", "ffn:64"], vocab_size=100, max_position_embeddings=32)
+    torch.manual_seed(0)
+    eager = model_runner(config, "cpu", batch_size=2, seq_len=16)
+    torch.manual_seed(0)  # the same weights and inputs
+    onnx = model_runner(config, "ort-cpu", batch_size=2, seq_len=16)
+    expected, got = eager().last_hidden_state.numpy(), onnx()["last_hidden_state"]
+    assert got.shape == expected.shape and abs(got - expected).max() < 1e-4
+    table = measure_latency_table(["ffn:64"], [32], device="ort-cpu", seq_len=16, vocab_size=100, copies=1,
+                                  repeats=2, progress=False)
+    assert table.device == "ort-cpu" and "onnxruntime" in table.machine
+    assert table.base_ms[32] > 0 and table.op_ms[32]["ffn:64"] >= 0
+

@@ -2,6 +2,8 @@
 
 import json
 import math
+import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ from conftest import supernet_arguments
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from nasbert_hf import Architecture, count_params
+from nasbert_hf.latency import LatencyTable
 from nasbert_hf.pipeline import SearchArguments, auto_budgets, check_budgets, compress, search_and_export
 from nasbert_hf.search import Budget, cost_model_for, load_candidates, minimum_cost
 from nasbert_hf.export import from_supernet
@@ -118,6 +121,42 @@ def test_search_reruns_on_a_finished_run_with_explicit_budgets(compressed, tmp_p
     assert result["models"][1]["latency_ms"]["cpu_predicted"] <= 1000
     assert result["models"][2]["body_params"] <= summary["models"][0]["body_params"]
     assert (tmp_path / "nasbert-1000ms-cpu" / "model.safetensors").is_file()
+
+
+def test_latency_budgets_work_for_every_device(compressed, tmp_path):
+    """cpu, cuda and ort-cpu budgets: a table in the run is used as it is (a cuda one measured on
+    another machine, predicted only here); devices this machine has are measured for the card."""
+    _, run_dir, _, _ = compressed
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("checkpoints"))
+    cpu_table = LatencyTable.load(run / "latency-cpu.json")
+    for device in ("cuda", "ort-cpu"):  # as if measured elsewhere and copied into the run
+        replace(cpu_table, device=device, machine=f"another machine ({device})").save(run / f"latency-{device}.json")
+    budgets = ["latency=1000ms@cuda", "latency=1000ms@ort-cpu"]
+    result = search_and_export(SearchArguments(run_dir=str(run), budgets=budgets, out=str(tmp_path / "out"),
+                                               top_k=1, rescore_batches=1, latency_repeats=2))
+    assert [m["name"] for m in result["models"]] == ["nasbert-1000ms-cuda", "nasbert-1000ms-ort-cpu"]
+    record = json.loads((tmp_path / "out" / "nasbert-1000ms-ort-cpu" / "nasbert.json").read_text())["latency_ms"]
+    arch = Architecture.parse(result["models"][1]["architecture"])
+    assert record["ort-cpu_predicted"] == pytest.approx(cpu_table.predict(arch), abs=1e-3)
+    assert record["ort-cpu_predicted"] <= 1000
+    assert record["ort-cpu"] > 0 and record["cpu"] > 0 and record["cuda_machine"] == "another machine (cuda)"
+    assert ("cuda" in record) == torch.cuda.is_available()
+    # A table measured for another sequence length is refused, naming the file.
+    replace(cpu_table, device="ort-cpu", seq_len=cpu_table.seq_len * 2).save(run / "latency-ort-cpu.json")
+    with pytest.raises(ValueError, match="latency-ort-cpu.json was measured for"):
+        search_and_export(SearchArguments(run_dir=str(run), budgets=budgets[1:], out=str(tmp_path / "out2"),
+                                          latency_repeats=2))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_latency_budget_without_table_or_device_fails_before_training(supernet_setup, tmp_path):
+    run_dir = tmp_path / "run"
+    searching = SearchArguments(run_dir=str(run_dir), budgets=["latency=5ms@cuda"], out=str(tmp_path))
+    with pytest.raises(ValueError, match=r"torch sees no CUDA device here\. .*needs the table .*latency-cuda\.json"
+                                         r".*nasbert latency-table --device cuda"):
+        compress(supernet_arguments(supernet_setup, run_dir), searching)
+    assert not run_dir.exists()
 
 
 def test_impossible_budget_names_the_smallest_feasible_value(compressed, supernet_setup, tmp_path):

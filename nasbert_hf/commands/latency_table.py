@@ -4,8 +4,12 @@ HELP = "Measure a per-op latency lookup table on this machine (and its predictio
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", default="tiny", help="Search space whose ops and hidden sizes to measure.")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu).")
+    from ..latency import RUNTIMES
+
+    parser.add_argument("--config", default="tiny", help="Search space whose ops and hidden sizes to measure: a "
+                        "preset, a YAML/JSON config, or a run's run_config.json (default: tiny).")
+    parser.add_argument("--device", default="cpu", choices=sorted(RUNTIMES),
+                        help="cpu and cuda time eager PyTorch, ort-cpu ONNX Runtime on CPU (default: cpu).")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--embedding-size", type=int, default=384, help="Embedding width (the teacher's; default 384).")
