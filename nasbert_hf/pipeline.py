@@ -18,7 +18,7 @@ from .export import from_supernet, model_metadata, save_model_folder
 from .folders import (
     CANDIDATES_FILE, METADATA_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, SUPERNET_WEIGHTS_FILE, read_json, write_json,
 )
-from .latency import LatencyTable, check_device, measure_latency_table, measure_model_latency, random_architectures
+from .latency import RUNTIMES, LatencyTable, check_device, measure_latency_table, measure_model_latency, random_architectures
 from .search import MIN_BUDGET_USE, Budget, NoModelInBand, cost_model_for, human, load_candidates, minimum_cost, search
 
 # The paper's family (NAS-BERT5, 10, 30, 60) and a 15M step, in total parameters: the default
@@ -241,6 +241,8 @@ def check_latency_source(run_dir, device, seq_len, teacher):
     try:
         check_device(device)
     except ValueError as error:
+        if device not in RUNTIMES:
+            raise  # unknown device: no command can measure it
         raise ValueError(
             f"{error} A latency budget @{device} needs the table {path}: measure it on a machine with that "
             f"device (`nasbert latency-table --device {device} --config {Path(run_dir) / RUN_CONFIG_FILE} "

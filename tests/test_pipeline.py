@@ -156,6 +156,9 @@ def test_latency_budget_without_table_or_device_fails_before_training(supernet_s
     with pytest.raises(ValueError, match=r"torch sees no CUDA device here\. .*needs the table .*latency-cuda\.json"
                                          r".*nasbert latency-table --device cuda"):
         compress(supernet_arguments(supernet_setup, run_dir), searching)
+    searching.budgets = [Budget.parse("latency=5ms@tpu")]
+    with pytest.raises(ValueError, match=r"^Unknown latency device 'tpu'; known: cpu, cuda, ort-cpu\.$"):
+        compress(supernet_arguments(supernet_setup, run_dir), searching)
     assert not run_dir.exists()
 
 
