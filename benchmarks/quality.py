@@ -309,13 +309,16 @@ def main():
                      + f" | **{fmt(row['average_mean_std'])}** | {ratio} | {margins[0]} | {margins[1]} |")
     lines += ["", "Before fine-tuning (assembled validation MSE on the run's first "
               f"{args.rescore_batches} validation batches, from the supernet; distillation validation after "
-              f"{steps} steps):", "",
-              "| model | kind | architecture | assembled loss | distilled: hidden / mlm_kd / mlm |", "|---|---|---|---|---|"]
+              f"{steps} steps):", ""]
+    # The distillation terms the runs have (no mlm_kd without a teacher MLM head).
+    terms = [k for k in ("hidden", "mlm_kd", "mlm") if any(k in (r.get("distill_validation") or {}) for r in rows.values())]
+    lines += [f"| model | kind | architecture | assembled loss | distilled: {' / '.join(terms) or '-'} |",
+              "|---|---|---|---|---|"]
     for row in rows.values():
         if row["kind"] == "teacher":
             continue
         d = row.get("distill_validation") or {}
-        dv = " / ".join(f"{d[k]:.4f}" for k in ("hidden", "mlm_kd", "mlm") if k in d) or "-"
+        dv = " / ".join(f"{d[k]:.4f}" if k in d else "-" for k in terms) or "-"
         lines.append(f"| {row['name']} | {row['kind']} | `{row['architecture']}` | {row['assembled_loss']:.4f} | {dv} |")
     lines += ["", f"{ablation_kind.capitalize()} supernet: {'reused' if random_wall is None else f'{random_wall:.0f} s'}; "
               f"fine-tuning {ft_wall:.0f} s; whole benchmark {time.time() - T0:.0f} s."]
