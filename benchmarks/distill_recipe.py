@@ -21,13 +21,13 @@ from pathlib import Path
 
 import yaml
 
-from quality import distill_options, fmt, log, mean_std, read
+from quality import add_recipe_arguments, distill_options, fmt, log, mean_std, read, recipe_arguments
 
 from nasbert_hf.architecture import Architecture
 from nasbert_hf.distill import distill_exported, distilled_steps
 from nasbert_hf.export import from_supernet, model_metadata, save_model_folder
 from nasbert_hf.folders import write_json
-from nasbert_hf.report import ReportArguments, finetune, headline
+from nasbert_hf.report import finetune, headline
 from nasbert_hf.supernet import Supernet
 from nasbert_hf.teacher import load_teacher
 
@@ -63,13 +63,7 @@ def main():
     parser.add_argument("--models", nargs="+", help="Family members to test (default: all).")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    # The quality benchmark's recipe (its defaults), so that its results are reused.
-    parser.add_argument("--max-train-samples", type=int, default=2000)
-    parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_recipe_arguments(parser)  # the quality benchmark's recipe, so that its results are reused
     args = parser.parse_args()
 
     out = Path(args.out_dir)
@@ -80,9 +74,7 @@ def main():
     supernet, space, run_config = Supernet.from_run(out / "supernet-run")
     teacher = load_teacher(run_config["teacher"])
     options = {**distill_options(), "num_blocks": space.num_blocks}
-    recipe = ReportArguments(out_dir=str(out), tasks=args.tasks, data_dir=args.data_dir,
-                             max_train_samples=args.max_train_samples, max_seq_length=args.max_seq_length,
-                             epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size)
+    recipe = recipe_arguments(args, out)
     rows = []
     for meta in family:
         for variant in args.variants:

