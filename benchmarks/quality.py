@@ -168,7 +168,7 @@ def main():
     add_recipe_arguments(parser)
     parser.add_argument("--teacher-learning-rate", type=float,
                         help="Also fine-tune the teacher at this learning rate (e.g. BERT's 2e-5), as a second "
-                             "reference row: one recipe for all is too hot for a pretrained 22M BERT.")
+                             "reference row beside the one-recipe teacher.")
     parser.add_argument("--latency-repeats", type=int, default=20)
     parser.add_argument("--rescore-batches", type=int, default=4)
     parser.add_argument("--plot", help="Also copy the plot here (e.g. docs/quality.png).")

@@ -106,13 +106,13 @@ def parse_arguments(dataclass_types, argv=None, config_file=None, overrides=None
     source = config_file or "the given arguments"
     # parse_dict builds the dataclasses directly: a missing required field would be a TypeError
     # traceback and an unknown key an error that names neither the key's file nor the fix.
-    missing = [f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init and f.name not in values
+    fields = [f for cls in dataclass_types for f in dataclasses.fields(cls) if f.init]
+    missing = [f.name for f in fields if f.name not in values
                and (f.name in required or f.default is f.default_factory is dataclasses.MISSING)]
     if missing:
         flags = ", ".join(f"{name} (--{name.replace('_', '-')})" for name in missing)
         raise ValueError(f"{source}: missing required argument(s): {flags}.")
-    known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - {f.name for f in fields})
     if unknown:
         raise ValueError(f"{source}: unknown argument(s): {', '.join(unknown)} (a fine-tuning config is flat: "
                          "the recipe's argument names, such as learning_rate, at top level).")

@@ -87,4 +87,3 @@ def test_ort_cpu_times_the_onnx_graph_of_the_same_model():
                                   repeats=2, progress=False)
     assert table.device == "ort-cpu" and "onnxruntime" in table.machine
     assert table.base_ms[32] > 0 and table.op_ms[32]["ffn:64"] >= 0
-
