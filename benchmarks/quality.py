@@ -7,10 +7,13 @@ For every model `nasbert compress` exported into OUT (already distilled by the m
 - uniform: the largest BERT-shaped architecture of the same space within the same budget (L layers
   `mha:H/64, ffn:D` at one width H, embedding E = H, layers spread over the blocks with identities
   at the end of each block), exported from the same supernet, distilled the same steps, same way;
-- the init ablation: the same architecture exported from a supernet trained identically but for
-  `--init` (`inherit` when the main run used `random`, the default, and the other way round:
-  `nasbert supernet --out ABLATION/supernet-run --init inherit`), distilled alike; the assembled
-  validation loss of both (before distillation) is recorded too.
+- with `--ablation-out`, the init ablation: the same architecture exported from a supernet trained
+  identically but for `--init` (`inherit` when the main run used `random`, the default, and the
+  other way round: `nasbert supernet --config PRESET --out ABLATION/supernet-run --init inherit`),
+  distilled alike; the assembled validation loss of both (before distillation) is recorded too.
+
+Baselines are distilled with the run's own preset (`tiny`, `small`, ...: its `distill` section), for
+as many steps as the family was.
 
 Every model is fine-tuned with one recipe (`nasbert report`'s `finetune`, i.e. `run_glue`) on each
 task and seed; each result is kept in OUT/quality/runs/<model>/<task>/seed<k>/eval_results.json with
@@ -80,10 +83,10 @@ def distill_options(config="tiny"):
             "mixed_precision": training.mixed_precision, "cache_dir": training.cache_dir, **options}
 
 
-def train_ablation_supernet(run_dir, init):
+def train_ablation_supernet(run_dir, init, config):
     if is_finished(run_dir):
         return None
-    command = ["nasbert", "supernet", "--out", str(run_dir), "--init", init]
+    command = ["nasbert", "supernet", "--config", config, "--out", str(run_dir), "--init", init]
     if (Path(run_dir) / "run_config.json").is_file():
         command.append("--resume")
     log(f"training the ablation supernet: {' '.join(command)}")
@@ -132,6 +135,37 @@ def measure_latencies(entries, teacher, seq_len, repeats):
     return {name: seconds * 1e3 for name, seconds in time_interleaved(runners, repeats).items()}
 
 
+def finetune_one(name, model_dir, task, recipe, folder, threads=None):
+    """One fine-tuning run (reused when stored with the same settings); only its scores are kept."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    start = time.time()
+    results = finetune(model_dir, task, recipe, folder)
+    for path in Path(folder).glob("*.safetensors"):
+        path.unlink()  # the fine-tuned weights are not needed; the scores are kept
+    shutil.rmtree(Path(folder) / "runs", ignore_errors=True)
+    return f"seed {recipe.seed} {task} {name}: {headline(task, results):.1f} ({time.time() - start:.0f} s)"
+
+
+def finetune_all(runs, jobs):
+    """Every run, in order (seed-major, so a partial benchmark has whole seeds) or, with `jobs` > 1, in
+    that many processes of one thread each: small models fine-tune with little parallel work per step,
+    so on 2 cores two one-thread runs at a time finish sooner than one two-thread run after another."""
+    if jobs <= 1:
+        for run in runs:
+            log(finetune_one(*run))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(finetune_one, *run, threads=1) for run in runs]
+        for future in as_completed(futures):
+            log(future.result())
+
+
 def mean_std(values):
     return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else (None, None)
 
@@ -161,20 +195,26 @@ def recipe_arguments(args, out):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", help="A finished `nasbert compress` folder (nasbert-*/, supernet-run/).")
-    parser.add_argument("--ablation-out", required=True,
-                        help="Folder for the supernet trained with the other --init, and its exports.")
+    parser.add_argument("--ablation-out",
+                        help="Folder for the supernet trained with the other --init, and its exports (default: no "
+                             "init ablation).")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "cola"])
     add_recipe_arguments(parser)
     parser.add_argument("--teacher-learning-rate", type=float,
                         help="Also fine-tune the teacher at this learning rate (e.g. BERT's 2e-5), as a second "
                              "reference row beside the one-recipe teacher.")
+    parser.add_argument("--no-teacher", action="store_true",
+                        help="Do not fine-tune the teacher (its row of another benchmark with the same recipe is the "
+                             "reference; the / teacher column stays empty).")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="Fine-tuning runs at a time, one thread each (default 1: one run, all threads).")
     parser.add_argument("--latency-repeats", type=int, default=20)
     parser.add_argument("--rescore-batches", type=int, default=4)
     parser.add_argument("--plot", help="Also copy the plot here (e.g. docs/quality.png).")
     args = parser.parse_args()
 
-    out, random_out = Path(args.out_dir), Path(args.ablation_out)
+    out = Path(args.out_dir)
     qdir = out / "quality"
     qdir.mkdir(parents=True, exist_ok=True)
     summary = read(out / "summary.json")
@@ -183,23 +223,26 @@ def main():
     log(f"family: {', '.join(m['name'] for m in family)}; distilled {steps} steps")
 
     # 1. The ablation supernet (identical run but for --init).
-    main_config = read(out / "supernet-run" / "run_config.json")
-    main_init = main_config.get("training", main_config).get("init", "inherit")
-    ablation = "inherit" if main_init == "random" else "random"
+    main_training = read(out / "supernet-run" / "run_config.json")["training"]
+    preset = main_training["search_space"]
+    ablation = "inherit" if main_training.get("init", "inherit") == "random" else "random"
     ablation_kind = f"{ablation} init"
-    random_run = random_out / "supernet-run"
-    random_wall = train_ablation_supernet(random_run, ablation)
-    differ = check_same_run(out / "supernet-run", random_run)
-    trained = "reused from an earlier run" if random_wall is None else f"trained in {round(random_wall)} s"
-    log(f"{ablation} supernet ready ({trained}); run configs differ in: {differ}")
+    random_wall, differ = None, []
+    if args.ablation_out:
+        random_out = Path(args.ablation_out)
+        random_run = random_out / "supernet-run"
+        random_wall = train_ablation_supernet(random_run, ablation, preset)
+        differ = check_same_run(out / "supernet-run", random_run)
+        trained = "reused from an earlier run" if random_wall is None else f"trained in {round(random_wall)} s"
+        log(f"{ablation} supernet ready ({trained}); run configs differ in: {differ}")
 
     supernet, space, run_config = Supernet.from_run(out / "supernet-run")
-    rsupernet, _, _ = Supernet.from_run(random_run)
+    rsupernet = Supernet.from_run(random_run)[0] if args.ablation_out else None
     teacher = load_teacher(run_config["teacher"])
     cached = CachedTeacher(teacher)
     batches = validation_batches(run_config, teacher, args.rescore_batches)
     params = cost_model_for(Budget("params", float("inf")), run_config["seq_len"], **teacher_dimensions(teacher))
-    options = {**distill_options(), "num_blocks": space.num_blocks}
+    options = {**distill_options(preset), "num_blocks": space.num_blocks}
 
     # 2. Uniform baselines and init-ablation twins, exported and distilled like the family.
     entries = [{"name": "teacher (all-MiniLM-L6-v2)", "kind": "teacher", "folder": None, "budget": None,
@@ -217,8 +260,10 @@ def main():
                         "latency_main_job": meta["latency_ms"]["cpu"],
                         "assembled_loss": evaluate_architecture(supernet, cached, arch, batches),
                         "distill_validation": meta["distillation"]["validation_after"]})
-        for kind, source, arch_, folder in (("uniform", supernet, uniform, qdir / "models" / f"uniform-{suffix}"),
-                                            (ablation_kind, rsupernet, arch, random_out / f"{ablation}-{suffix}")):
+        baselines = [("uniform", supernet, uniform, qdir / "models" / f"uniform-{suffix}")]
+        if rsupernet is not None:
+            baselines.append((ablation_kind, rsupernet, arch, random_out / f"{ablation}-{suffix}"))
+        for kind, source, arch_, folder in baselines:
             if arch_ is None:
                 log(f"{meta['name']}: no uniform shape fits {meta['budget']}")
                 continue
@@ -234,7 +279,8 @@ def main():
     log("exported; distilling baselines")
     start = time.time()
     distill_exported(qdir / "models", uniform_names, steps, supernet_run=str(out / "supernet-run"), **options)
-    distill_exported(random_out, random_names, steps, supernet_run=str(random_run), **options)
+    if random_names:
+        distill_exported(random_out, random_names, steps, supernet_run=str(random_run), **options)
     log(f"baselines distilled in {time.time() - start:.0f} s")
     for entry in entries:
         if entry["kind"] in ("uniform", ablation_kind):
@@ -263,19 +309,12 @@ def main():
         entry["same_weights_as"] = fingerprints.setdefault(fingerprint, entry["name"])
     key = {e["name"]: e.get("run_key") or e["same_weights_as"].split(" ")[0] for e in entries}
     ft_start = time.time()
-    for seed in args.seeds:
-        for task in args.tasks:
-            for entry in entries:
-                if entry["same_weights_as"] != entry["name"]:
-                    continue
-                folder = qdir / "runs" / key[entry["name"]] / task / f"seed{seed}"
-                start = time.time()
-                own = {"learning_rate": entry["learning_rate"]} if "learning_rate" in entry else {}
-                results = finetune(entry["folder"], task, replace(recipe, seed=seed, **own), folder)
-                for path in folder.glob("*.safetensors"):
-                    path.unlink()  # the fine-tuned weights are not needed; the scores are kept
-                shutil.rmtree(folder / "runs", ignore_errors=True)
-                log(f"seed {seed} {task} {entry['name']}: {headline(task, results):.1f} ({time.time() - start:.0f} s)")
+    runs = [(entry["name"], entry["folder"], task,
+             replace(recipe, seed=seed, **({"learning_rate": entry["learning_rate"]} if "learning_rate" in entry else {})),
+             qdir / "runs" / key[entry["name"]] / task / f"seed{seed}")
+            for seed in args.seeds for task in args.tasks for entry in entries
+            if entry["same_weights_as"] == entry["name"] and not (args.no_teacher and entry["kind"] == "teacher")]
+    finetune_all(runs, args.jobs)
     ft_wall = time.time() - ft_start
 
     # 5. Tables.
@@ -337,20 +376,21 @@ def main():
         d = row.get("distill_validation") or {}
         dv = " / ".join(f"{d[k]:.4f}" if k in d else "-" for k in terms) or "-"
         lines.append(f"| {row['name']} | {row['kind']} | `{row['architecture']}` | {row['assembled_loss']:.4f} | {dv} |")
-    lines += ["", f"{ablation_kind.capitalize()} supernet: {'reused' if random_wall is None else f'{random_wall:.0f} s'}; "
-              f"fine-tuning {ft_wall:.0f} s; whole benchmark {time.time() - T0:.0f} s."]
+    ablation_note = ("no init ablation" if not args.ablation_out else
+                     f"{ablation_kind} supernet: {'reused' if random_wall is None else f'{random_wall:.0f} s'}")
+    lines += ["", f"Preset `{preset}`; {ablation_note}; fine-tuning {ft_wall:.0f} s; whole benchmark {time.time() - T0:.0f} s."]
     table = "\n".join(lines)
     (qdir / "quality.md").write_text(table + "\n", encoding="utf-8")
     write_json(qdir / "quality.json", {"recipe": vars(args), "distill_steps": steps, "run_configs_differ_in": differ,
                                         "random_supernet_s": random_wall, "finetune_s": ft_wall,
                                         "total_s": time.time() - T0, "models": list(rows.values())}, default=str)
-    plot(rows, qdir / "quality.png")
+    plot(rows, qdir / "quality.png", preset)
     if args.plot:
         shutil.copyfile(qdir / "quality.png", args.plot)
     print(table)
 
 
-def plot(rows, path):
+def plot(rows, path, preset):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -374,7 +414,7 @@ def plot(rows, path):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("GLUE average (SST-2, MRPC, CoLA dev), mean ± std over seeds")
     axes[0].legend(fontsize=8)
-    fig.suptitle("Default family (nasbert compress) vs teacher, uniform BERT shapes and init-ablation twins")
+    fig.suptitle(f"`{preset}` family (nasbert compress) vs teacher, uniform BERT shapes and init-ablation twins")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -63,7 +63,7 @@ def is_config_file(argument):
 
 
 def resolve_config_path(name_or_path, presets=True):
-    """`tiny`/`base` -> the packaged preset file (unless `presets=False`: the fine-tuning recipes,
+    """`tiny`/`small`/`base` -> the packaged preset file (unless `presets=False`: the fine-tuning recipes,
     whose arguments the presets do not hold); anything else must be an existing YAML/JSON file."""
     text = str(name_or_path)
     path = Path(text).expanduser()

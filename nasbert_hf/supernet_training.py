@@ -72,7 +72,7 @@ class SupernetTrainingArguments(LoopArguments):
     """Arguments of `train_supernet` (and of `recipes/train_supernet.py`, `nasbert supernet`)."""
 
     output_dir: Optional[str] = field(default=None, metadata={"help": "Run folder (RUN_DIR) to write."})
-    search_space: str = field(default="tiny", metadata={"help": "Preset name (tiny, base) or a YAML/JSON file."})
+    search_space: str = field(default="tiny", metadata={"help": "Preset name (tiny, small, base) or a YAML/JSON file."})
     teacher: Optional[str] = field(
         default=None, metadata={"help": "Teacher folder or Hub name (default: all-MiniLM-L6-v2)."}
     )

@@ -7,7 +7,9 @@ import pytest
 
 from nasbert_hf.architecture import Architecture
 from nasbert_hf.arguments import preset_names, read_config
+from nasbert_hf.distill import DistillArguments
 from nasbert_hf.search_space import SearchSpace, check_against_teacher, load_search_space
+from nasbert_hf.supernet_training import SupernetTrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = SearchSpace([8, 12], ["mha:2", "mha:3", "mha:4", "ffn:16", "conv:3", "id"], 4, 2)
@@ -26,8 +28,22 @@ def test_presets_are_the_documented_spaces():
     assert tiny.embedding_sizes == (64, 128, 256) and base.embedding_sizes == (64, 128, 256, 384, 512)
 
 
+def test_small_preset_is_the_tiny_space_trained_longer():
+    # The two default-teacher families differ only in training length (docs/finetuning.md compares them).
+    assert "small" in preset_names()
+    assert load_search_space("small") == load_search_space("tiny")
+    tiny, small = read_config("tiny"), read_config("small")
+    # Every key is an argument of its stage (a typo would fail only when someone runs the preset).
+    training = SupernetTrainingArguments.from_config("small", output_dir="o")
+    distill = small.section("distill", fields_of=DistillArguments)
+    assert training.max_steps >= 5 * tiny.section("training")["max_steps"]
+    assert training.max_train_sequences is None  # the whole embedded sample
+    assert distill["max_steps"] > tiny.section("distill")["max_steps"]
+    assert training.seq_len == tiny.section("training")["seq_len"]
+
+
 def test_recipe_configs_are_links_to_the_packaged_presets():
-    for name in ("tiny", "base"):
+    for name in ("tiny", "small", "base"):
         link = REPO / "recipes" / "configs" / f"{name}.yaml"
         assert link.is_symlink() and not Path(link.readlink()).is_absolute()
         assert link.resolve() == (REPO / "nasbert_hf" / "presets" / f"{name}.yaml").resolve()

@@ -14,7 +14,7 @@ def add_arguments(parser):
     from ..arguments import add_dataclass_arguments
     from ..supernet_training import SupernetTrainingArguments
 
-    parser.add_argument("--config", default="tiny", help="Search-space preset (tiny, base) or a YAML/JSON file.")
+    parser.add_argument("--config", default="tiny", help="Search-space preset (tiny, small, base) or a YAML/JSON file.")
     parser.add_argument("--out", default="nasbert-out", help="Output folder (default: ./nasbert-out).")
     add_dataclass_arguments(parser, SupernetTrainingArguments, only=TRAINING,
                             default_help=" (default: {}, or the config's value)")

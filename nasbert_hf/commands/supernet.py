@@ -11,7 +11,7 @@ def add_arguments(parser):
     from ..supernet_training import SupernetTrainingArguments
 
     parser.epilog = (
-        "--config takes a preset (tiny, base) or a YAML/JSON file; its `training` section sets the defaults, "
+        "--config takes a preset (tiny, small, base) or a YAML/JSON file; its `training` section sets the defaults, "
         "which flags override. Several processes: torchrun --standalone --nproc_per_node N -m nasbert_hf.cli supernet ... (--cpu for gloo)"
     )
     add_dataclass_arguments(parser, SupernetTrainingArguments, aliases=ALIASES, required=("output_dir",),
