@@ -229,17 +229,18 @@ def main():
     preset = main_training.get("search_space", "tiny")
     ablation = "inherit" if main_training.get("init", "inherit") == "random" else "random"
     ablation_kind = f"{ablation} init"
+    # The ablation is on exactly when its folder is given; everything below tests `random_run`.
+    random_out = Path(args.ablation_out) if args.ablation_out else None
+    random_run = random_out / "supernet-run" if random_out else None
     random_wall, differ = None, []
-    if args.ablation_out:
-        random_out = Path(args.ablation_out)
-        random_run = random_out / "supernet-run"
+    if random_run is not None:
         random_wall = train_ablation_supernet(random_run, ablation, preset)
         differ = check_same_run(out / "supernet-run", random_run)
         trained = "reused from an earlier run" if random_wall is None else f"trained in {round(random_wall)} s"
         log(f"{ablation} supernet ready ({trained}); run configs differ in: {differ}")
 
     supernet, space, run_config = Supernet.from_run(out / "supernet-run")
-    rsupernet = Supernet.from_run(random_run)[0] if args.ablation_out else None
+    rsupernet = Supernet.from_run(random_run)[0] if random_run is not None else None
     teacher = load_teacher(run_config["teacher"])
     cached = CachedTeacher(teacher)
     batches = validation_batches(run_config, teacher, args.rescore_batches)
@@ -378,7 +379,7 @@ def main():
         d = row.get("distill_validation") or {}
         dv = " / ".join(f"{d[k]:.4f}" if k in d else "-" for k in terms) or "-"
         lines.append(f"| {row['name']} | {row['kind']} | `{row['architecture']}` | {row['assembled_loss']:.4f} | {dv} |")
-    ablation_note = ("no init ablation" if not args.ablation_out else
+    ablation_note = ("no init ablation" if random_run is None else
                      f"{ablation_kind} supernet: {'reused' if random_wall is None else f'{random_wall:.0f} s'}")
     lines += ["", f"Preset `{preset}`; {ablation_note}; fine-tuning {ft_wall:.0f} s; whole benchmark {time.time() - T0:.0f} s."]
     table = "\n".join(lines)
