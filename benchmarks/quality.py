@@ -6,7 +6,8 @@ For every model `nasbert compress` exported into OUT (already distilled by the m
 - the teacher (the embedded all-MiniLM-L6-v2, fine-tuned as it is);
 - uniform: the largest BERT-shaped architecture of the same space within the same budget (L layers
   `mha:H/64, ffn:D` at one width H, embedding E = H, layers spread over the blocks with identities
-  at the end of each block), exported from the same supernet, distilled the same steps, same way;
+  at the end of each block), exported from the same supernet, distilled the same steps, same way
+  (`--no-uniform` skips them, to fine-tune a family alone);
 - with `--ablation-out`, the init ablation: the same architecture exported from a supernet trained
   identically but for `--init` (`inherit` when the main run used `random`, the default, and the
   other way round: `nasbert supernet --config PRESET --out ABLATION/supernet-run --init inherit`),
@@ -208,6 +209,9 @@ def main():
     parser.add_argument("--no-teacher", action="store_true",
                         help="Do not fine-tune the teacher (its row of another benchmark with the same recipe is the "
                              "reference; the / teacher column stays empty).")
+    parser.add_argument("--no-uniform", action="store_true",
+                        help="Fine-tune the family alone, without uniform baselines (e.g. to compare two runs' "
+                             "families, such as a training ablation, with the same recipe).")
     parser.add_argument("--jobs", type=int, default=1,
                         help="Fine-tuning runs at a time, one thread each (default 1: one run, all threads).")
     parser.add_argument("--latency-repeats", type=int, default=20)
@@ -263,7 +267,7 @@ def main():
                         "latency_main_job": meta["latency_ms"]["cpu"],
                         "assembled_loss": evaluate_architecture(supernet, cached, arch, batches),
                         "distill_validation": meta["distillation"]["validation_after"]})
-        baselines = [("uniform", supernet, uniform, qdir / "models" / f"uniform-{suffix}")]
+        baselines = [] if args.no_uniform else [("uniform", supernet, uniform, qdir / "models" / f"uniform-{suffix}")]
         if rsupernet is not None:
             baselines.append((ablation_kind, rsupernet, arch, random_out / f"{ablation}-{suffix}"))
         for kind, source, arch_, folder in baselines:
