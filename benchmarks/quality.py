@@ -419,9 +419,12 @@ def plot(rows, path, preset):
                 ax.annotate(name.split(" ")[0], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("GLUE average (SST-2, MRPC, CoLA dev), mean ± std over seeds")
+    axes[0].set_ylabel("GLUE dev average (SST-2, MRPC, CoLA),\nmean ± std over seeds")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"`{preset}` family (nasbert compress) vs teacher, uniform BERT shapes and init-ablation twins")
+    kinds = {r["kind"] for r in rows.values() if r["average_mean_std"][0] is not None}
+    others = [label for kind, label in (("teacher", "the teacher"), ("uniform", "uniform BERT shapes"))
+              if kind in kinds] + (["init-ablation twins"] if kinds & {"random init", "inherit init"} else [])
+    fig.suptitle(f"`{preset}` family (nasbert compress)" + (" vs " + ", ".join(others) if others else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
