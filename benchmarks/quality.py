@@ -196,7 +196,8 @@ def recipe_arguments(args, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out_dir", help="A finished `nasbert compress` folder (nasbert-*/, supernet-run/).")
+    parser.add_argument("out_dir", help="A finished `nasbert compress` folder (nasbert-*/, supernet-run/), or a "
+                                        "`nasbert search --out` folder (its summary names the supernet run).")
     parser.add_argument("--ablation-out",
                         help="Folder for the supernet trained with the other --init, and its exports (default: no "
                              "init ablation).")
@@ -228,7 +229,10 @@ def main():
     log(f"family: {', '.join(m['name'] for m in family)}; distilled {steps} steps")
 
     # 1. The ablation supernet (identical run but for --init).
-    main_config = read(out / "supernet-run" / "run_config.json")
+    # The supernet the family was searched on: OUT/supernet-run for `nasbert compress`, the run a
+    # `nasbert search --out OUT` names in its summary.
+    run_dir = out / "supernet-run" if (out / "supernet-run").is_dir() else Path(summary["run_dir"])
+    main_config = read(run_dir / "run_config.json")
     main_training = main_config.get("training", main_config)  # older run folders kept it flat
     preset = main_training.get("search_space", "tiny")
     ablation = "inherit" if main_training.get("init", "inherit") == "random" else "random"
@@ -239,11 +243,11 @@ def main():
     random_wall, differ = None, []
     if random_run is not None:
         random_wall = train_ablation_supernet(random_run, ablation, preset)
-        differ = check_same_run(out / "supernet-run", random_run)
+        differ = check_same_run(run_dir, random_run)
         trained = "reused from an earlier run" if random_wall is None else f"trained in {round(random_wall)} s"
         log(f"{ablation} supernet ready ({trained}); run configs differ in: {differ}")
 
-    supernet, space, run_config = Supernet.from_run(out / "supernet-run")
+    supernet, space, run_config = Supernet.from_run(run_dir)
     rsupernet = Supernet.from_run(random_run)[0] if random_run is not None else None
     teacher = load_teacher(run_config["teacher"])
     cached = CachedTeacher(teacher)
@@ -266,7 +270,7 @@ def main():
                         "params": meta["params"], "architecture": meta["architecture"],
                         "latency_main_job": meta["latency_ms"]["cpu"],
                         "assembled_loss": evaluate_architecture(supernet, cached, arch, batches),
-                        "distill_validation": meta["distillation"]["validation_after"]})
+                        "distill_validation": meta.get("distillation", {}).get("validation_after")})
         baselines = [] if args.no_uniform else [("uniform", supernet, uniform, qdir / "models" / f"uniform-{suffix}")]
         if rsupernet is not None:
             baselines.append((ablation_kind, rsupernet, arch, random_out / f"{ablation}-{suffix}"))
@@ -285,7 +289,7 @@ def main():
                             "assembled_loss": evaluate_architecture(source, cached, arch_, batches)})
     log("exported; distilling baselines")
     start = time.time()
-    distill_exported(qdir / "models", uniform_names, steps, supernet_run=str(out / "supernet-run"), **options)
+    distill_exported(qdir / "models", uniform_names, steps, supernet_run=str(run_dir), **options)
     if random_names:
         distill_exported(random_out, random_names, steps, supernet_run=str(random_run), **options)
     log(f"baselines distilled in {time.time() - start:.0f} s")

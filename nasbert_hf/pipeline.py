@@ -53,6 +53,11 @@ class SearchArguments:
         metadata={"help": "Consider only models using at least this fraction of their budget, when the candidates can "
                           "(0 lets the block losses alone decide)."},
     )
+    exclude_ops: List[str] = field(
+        default_factory=list,
+        metadata={"help": "Ops the models must not use: codes (conv:3) or kinds (conv), e.g. ops a deployment "
+                          "target runs slowly (default: none).", "metavar": "OP"},
+    )
     rescore_batches: int = field(default=4, metadata={"help": "Validation batches for each re-scoring."})
     latency_repeats: int = field(default=10, metadata={"help": "Timed repetitions per latency measurement."})
     teacher: Optional[str] = field(default=None, metadata={"help": "Teacher (default: the run's teacher)."})
@@ -272,6 +277,15 @@ def run_latency_table(run_dir, space, teacher, seq_len, device="cpu", repeats=10
     return table
 
 
+def check_excluded_ops(excluded, space):
+    """Every excluded op must be one of the space's op codes or kinds (a typo would exclude nothing)."""
+    known = set(space.ops) | {code.split(":")[0] for code in space.ops}
+    unknown = [op for op in excluded if op not in known]
+    if unknown:
+        raise ValueError(f"Unknown op(s) {unknown} in exclude_ops: the search space's ops are {list(space.ops)} "
+                         f"(a kind such as 'conv' excludes every width).")
+
+
 def search_and_export(args):
     """Search every budget, re-score the top candidates, export the best; returns the summary."""
     from .plots import plot_pareto
@@ -284,6 +298,9 @@ def search_and_export(args):
     supernet, space, run_config = Supernet.from_run(run_dir, device=args.device)
     teacher = load_teacher(args.teacher or run_config["teacher"], device=args.device)
     tables = load_candidates(run_dir / CANDIDATES_FILE)
+    if args.exclude_ops:
+        check_excluded_ops(args.exclude_ops, space)
+        tables = tables.without_ops(args.exclude_ops)
     seq_len = run_config["seq_len"]
     dimensions = teacher_dimensions(teacher)
     params = cost_model_for(Budget("params", math.inf), seq_len, **dimensions)
@@ -315,7 +332,7 @@ def search_and_export(args):
             teacher_params=teacher.num_parameters(),
             corpus=run_config.get("corpus") or "embedded Wikipedia sample",
             losses={"approx_sum_of_block_losses": best.approx_loss, "assembled_validation_mse": loss},
-            search={"space": run_config["search_space"], "top_k": args.top_k,
+            search={"space": run_config["search_space"], "top_k": args.top_k, "exclude_ops": args.exclude_ops,
                     "rescored": [{"architecture": str(r.architecture), "approx_loss": r.approx_loss,
                                   "assembled_loss": value} for value, r in scored]},
         )

@@ -94,6 +94,21 @@ class CandidateTables:
         blocks = self.blocks if block is None else [self.blocks[block]]
         return sorted({c.arch.hidden_size for candidates in blocks for c in candidates})
 
+    def without_ops(self, excluded):
+        """The tables without every candidate that uses an excluded op: an op code (`conv:3`) or a
+        whole kind (`conv`), e.g. ops that a deployment target runs slowly or not at all."""
+        excluded = set(excluded)
+
+        def allowed(candidate):
+            return not any(code in excluded or code.split(":")[0] in excluded for code in candidate.arch.layers)
+
+        blocks = [[c for c in block if allowed(c)] for block in self.blocks]
+        for index, block in enumerate(blocks):
+            if not block:
+                raise ValueError(f"No candidate of block {index} avoids the excluded ops {sorted(excluded)}: every "
+                                 f"one of its {len(self.blocks[index])} surviving candidates uses one of them.")
+        return CandidateTables(blocks, self.embeddings)
+
     def embedding_choices(self):
         """`[(embedding_size or None, hidden_size, loss), ...]`: every way to start a model."""
         if self.embeddings:

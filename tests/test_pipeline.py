@@ -170,6 +170,22 @@ def test_impossible_budget_names_the_smallest_feasible_value(compressed, superne
                                           latency_repeats=2))
 
 
+def test_search_can_exclude_ops_and_refuses_unknown_ones(compressed, tmp_path):
+    _, run_dir, summary, tables = compressed
+    budgets = [f"params={max(m['params'] for m in summary['models'])}"]
+    options = {"run_dir": str(run_dir), "budgets": budgets, "top_k": 2, "rescore_batches": 1, "latency_repeats": 2}
+    chosen = search_and_export(SearchArguments(**options, out=str(tmp_path / "all")))["models"][0]["architecture"]
+    kind = sorted({code.split(":")[0] for code in Architecture.parse(chosen).layers} - {"id"})[0]  # the search used it
+    result = search_and_export(SearchArguments(**options, out=str(tmp_path), exclude_ops=[kind]))
+    layers = Architecture.parse(result["models"][0]["architecture"]).layers
+    assert not any(code.split(":")[0] == kind for code in layers)
+    record = json.loads((tmp_path / result["models"][0]["name"] / "nasbert.json").read_text())
+    assert record["search"]["exclude_ops"] == [kind]
+    with pytest.raises(ValueError, match=r"Unknown op\(s\) \['conv:99'\] in exclude_ops"):
+        search_and_export(SearchArguments(run_dir=str(run_dir), budgets=budgets, out=str(tmp_path / "x"),
+                                          exclude_ops=["conv:99"]))
+
+
 def test_auto_budgets_follow_the_papers_ladder(compressed, supernet_setup):
     _, _, _, tables = compressed
     cost = params_cost(supernet_setup["teacher"])

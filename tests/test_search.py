@@ -179,6 +179,28 @@ def test_load_candidates(tmp_path):
         load_candidates(path)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_excluding_ops_searches_only_the_models_without_them(seed):
+    tables = random_tables(seed, per_block=30)
+    cost_model = ParamsCost(**DIMENSIONS)
+    no_conv = tables.without_ops(["conv"])
+    results = brute_force_search(no_conv, cost_model, float("inf"), k=100_000)
+    # Exactly the full space's models that use no conv of any width, in the same order.
+    expected = [r.architecture for r in brute_force_search(tables, cost_model, float("inf"), k=100_000)
+                if not any(code.startswith("conv") for code in r.architecture.layers)]
+    assert [r.architecture for r in results] == expected and expected
+    # A code excludes that width only.
+    layers = {code for block in tables.without_ops(["conv:3"]).blocks for c in block for code in c.arch.layers}
+    assert "conv:3" not in layers and "conv:5" in layers
+    assert tables.without_ops([]).blocks == tables.blocks
+
+
+def test_excluding_every_candidate_of_a_block_names_the_block():
+    tables = CandidateTables([[candidate(32, ["mha:2", "id"], 0.1)], [candidate(32, ["conv:3", "id"], 0.1)]])
+    with pytest.raises(ValueError, match=r"No candidate of block 1 avoids the excluded ops \['conv'\]"):
+        tables.without_ops(["conv"])
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_per_embedding_size_search_keeps_the_k_best_of_every_width(seed):
     tables = random_tables(seed)

@@ -3,8 +3,8 @@
 HELP = "Search a trained supernet for the best model of each budget and export them (seconds)."
 
 # The SearchArguments that choose the family, shared with `nasbert compress`.
-SELECTION = ("budgets", "top_k", "min_budget_use")
-ALIASES = {"budgets": ["--budget"]}
+SELECTION = ("budgets", "top_k", "min_budget_use", "exclude_ops")
+ALIASES = {"budgets": ["--budget"], "exclude_ops": ["--exclude-op"]}
 
 
 def add_arguments(parser):
