@@ -87,7 +87,7 @@ def compress(training_args, search_args, install=True, distill_steps=0, distill_
     from .supernet_training import train_supernet
 
     run_dir = Path(training_args.output_dir)
-    _check_budgets_early(training_args, search_args)
+    _check_search_early(training_args, search_args)
     if is_finished(run_dir):
         logger.info("Supernet in %s is already trained; going straight to the search.", run_dir)
     else:
@@ -113,29 +113,33 @@ def compress(training_args, search_args, install=True, distill_steps=0, distill_
 
 
 def exported_summary(args):
-    """The summary of an earlier search-and-export of the same budgets whose model folders are
-    all there, or None (then the search runs)."""
+    """The summary of an earlier search-and-export of the same budgets and excluded ops whose model
+    folders are all there, or None (then the search runs)."""
     path = Path(args.out) / SUMMARY_FILE
     if not path.is_file():
         return None
     summary = read_json(path)
     wanted = [str(budget) for budget in args.budgets]
     same_budgets = not wanted or wanted == summary.get("budgets")
+    same_ops = sorted(summary.get("exclude_ops", [])) == sorted(args.exclude_ops)
     complete = all((Path(args.out) / model["name"] / METADATA_FILE).is_file() for model in summary.get("models", []))
-    if same_budgets and complete and summary.get("models"):
+    if same_budgets and same_ops and complete and summary.get("models"):
         logger.info("Models in %s are already exported (%s); keeping them.", args.out, SUMMARY_FILE)
         return summary
     return None
 
 
-def _check_budgets_early(training_args, search_args):
-    """Impossible parameter/FLOP budgets, and latency budgets for a device with neither a table in
-    the run nor a way to measure one here, fail before the supernet trains, not after."""
-    if not search_args.budgets:
-        return
+def _check_search_early(training_args, search_args):
+    """Unknown excluded ops, impossible parameter/FLOP budgets, and latency budgets for a device
+    with neither a table in the run nor a way to measure one here, fail before the supernet
+    trains, not after."""
     from .search_space import load_search_space
     from .teacher import load_teacher
 
+    if search_args.exclude_ops:
+        check_excluded_ops(search_args.exclude_ops, load_search_space(training_args.search_space))
+    if not search_args.budgets:
+        return
     teacher = load_teacher(training_args.teacher)
     check_budgets(search_args.budgets, load_search_space(training_args.search_space), teacher, training_args.seq_len)
     for device in {budget.device for budget in search_args.budgets if budget.metric == "latency"}:
@@ -344,7 +348,7 @@ def search_and_export(args):
     plot_pareto(tables, chosen, {"parameters (all, embeddings included)": params,
                                  "predicted CPU latency (ms, batch 1)": latency["cpu"]}, out / "pareto.png")
     summary = {"run_dir": str(run_dir), "teacher": run_config["teacher"], "teacher_params": teacher.num_parameters(),
-               "budgets": [str(b) for b in budgets], "models": models}
+               "budgets": [str(b) for b in budgets], "exclude_ops": list(args.exclude_ops), "models": models}
     write_json(out / SUMMARY_FILE, summary)
     return summary
 

@@ -170,20 +170,33 @@ def test_impossible_budget_names_the_smallest_feasible_value(compressed, superne
                                           latency_repeats=2))
 
 
-def test_search_can_exclude_ops_and_refuses_unknown_ones(compressed, tmp_path):
-    _, run_dir, summary, tables = compressed
+def test_excluded_ops_are_left_out_and_a_rerun_with_other_ops_searches_again(compressed, supernet_setup, tmp_path):
+    out, run_dir, summary, _ = compressed
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    run_copy = copy / "supernet-run"
     budgets = [f"params={max(m['params'] for m in summary['models'])}"]
-    options = {"run_dir": str(run_dir), "budgets": budgets, "top_k": 2, "rescore_batches": 1, "latency_repeats": 2}
+    options = {"run_dir": str(run_copy), "budgets": budgets, "top_k": 2, "rescore_batches": 1, "latency_repeats": 2}
     chosen = search_and_export(SearchArguments(**options, out=str(tmp_path / "all")))["models"][0]["architecture"]
     kind = sorted({code.split(":")[0] for code in Architecture.parse(chosen).layers} - {"id"})[0]  # the search used it
-    result = search_and_export(SearchArguments(**options, out=str(tmp_path), exclude_ops=[kind]))
+    # `compress` on the finished run: other excluded ops than its summary's make the search run again.
+    result = compress(supernet_arguments(supernet_setup, run_copy),
+                      SearchArguments(**options, out=str(copy), exclude_ops=[kind]), install=False)
+    assert result["exclude_ops"] == [kind] and [m["name"] for m in result["models"]] == [Budget.parse(budgets[0]).name]
     layers = Architecture.parse(result["models"][0]["architecture"]).layers
     assert not any(code.split(":")[0] == kind for code in layers)
-    record = json.loads((tmp_path / result["models"][0]["name"] / "nasbert.json").read_text())
+    record = json.loads((copy / result["models"][0]["name"] / "nasbert.json").read_text())
     assert record["search"]["exclude_ops"] == [kind]
-    with pytest.raises(ValueError, match=r"Unknown op\(s\) \['conv:99'\] in exclude_ops"):
-        search_and_export(SearchArguments(run_dir=str(run_dir), budgets=budgets, out=str(tmp_path / "x"),
-                                          exclude_ops=["conv:99"]))
+
+
+def test_unknown_excluded_ops_fail_before_training(supernet_setup, compressed, tmp_path):
+    run_dir = tmp_path / "run"
+    searching = SearchArguments(run_dir=str(run_dir), out=str(tmp_path), exclude_ops=["conv:99"])
+    with pytest.raises(ValueError, match=r"Unknown op\(s\) \['conv:99'\] in exclude_ops: the search space's ops"):
+        compress(supernet_arguments(supernet_setup, run_dir), searching)
+    assert not run_dir.exists()
+    with pytest.raises(ValueError, match=r"Unknown op\(s\) \['attention'\]"):  # and in `nasbert search`
+        search_and_export(SearchArguments(run_dir=str(compressed[1]), out=str(tmp_path), exclude_ops=["attention"]))
 
 
 def test_auto_budgets_follow_the_papers_ladder(compressed, supernet_setup):
