@@ -16,7 +16,8 @@ import argparse
 import statistics
 from pathlib import Path
 
-from nasbert_hf.folders import read_json
+from nasbert_hf.folders import CANDIDATES_FILE, read_json
+from nasbert_hf.pipeline import supernet_run_of
 
 
 def model_rows(runs):
@@ -39,7 +40,7 @@ def model_rows(runs):
 
 
 def block_rows(runs):
-    tables = {run: read_json(Path(run) / "supernet-run" / "candidates.json")["blocks"] for run in runs}
+    tables = {run: read_json(supernet_run_of(run) / CANDIDATES_FILE)["blocks"] for run in runs}
     hidden_sizes = sorted({c["hidden_size"] for blocks in tables.values() for block in blocks for c in block})
     lines = ["| block | run | survivors | " + " | ".join(f"H{h} best / mean" for h in hidden_sizes) + " |",
              "|---|---|---|" + "---|" * len(hidden_sizes)]
@@ -53,7 +54,8 @@ def block_rows(runs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="Finished `nasbert compress` folders; the first names the models.")
+    parser.add_argument("runs", nargs="+", help="Finished `nasbert compress` (or `nasbert search --out`) folders; "
+                                                "the first names the models.")
     args = parser.parse_args()
     if len(args.runs) < 2:
         parser.error("give at least two run folders to compare")

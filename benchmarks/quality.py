@@ -39,7 +39,7 @@ from nasbert_hf.architecture import Architecture
 from nasbert_hf.distill import distill_exported, distilled_steps
 from nasbert_hf.export import from_supernet, model_metadata, save_model_folder
 from nasbert_hf.folders import write_json
-from nasbert_hf.pipeline import CachedTeacher, is_finished, teacher_dimensions, validation_batches
+from nasbert_hf.pipeline import CachedTeacher, is_finished, supernet_run_of, teacher_dimensions, validation_batches
 from nasbert_hf.report import ReportArguments, finetune, headline, model_fingerprint
 from nasbert_hf.search import Budget, cost_model_for, human
 from nasbert_hf.supernet import Supernet, evaluate_architecture
@@ -229,9 +229,7 @@ def main():
     log(f"family: {', '.join(m['name'] for m in family)}; distilled {steps} steps")
 
     # 1. The ablation supernet (identical run but for --init).
-    # The supernet the family was searched on: OUT/supernet-run for `nasbert compress`, the run a
-    # `nasbert search --out OUT` names in its summary.
-    run_dir = out / "supernet-run" if (out / "supernet-run").is_dir() else Path(summary["run_dir"])
+    run_dir = supernet_run_of(out)
     main_config = read(run_dir / "run_config.json")
     main_training = main_config.get("training", main_config)  # older run folders kept it flat
     preset = main_training.get("search_space", "tiny")

@@ -19,6 +19,7 @@ from .folders import (
     CANDIDATES_FILE, METADATA_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, SUPERNET_WEIGHTS_FILE, read_json, write_json,
 )
 from .latency import RUNTIMES, LatencyTable, check_device, measure_latency_table, measure_model_latency, random_architectures
+from .modeling import parse_op
 from .search import MIN_BUDGET_USE, Budget, NoModelInBand, cost_model_for, human, load_candidates, minimum_cost, search
 
 # The paper's family (NAS-BERT5, 10, 30, 60) and a 15M step, in total parameters: the default
@@ -112,6 +113,13 @@ def compress(training_args, search_args, install=True, distill_steps=0, distill_
     return summary
 
 
+def supernet_run_of(out):
+    """The supernet run a family folder was searched on: `OUT/supernet-run` for `nasbert compress`,
+    else the run its `summary.json` names (`nasbert search --out OUT`)."""
+    out = Path(out)
+    return out / RUN_SUBDIR if (out / RUN_SUBDIR).is_dir() else Path(read_json(out / SUMMARY_FILE)["run_dir"])
+
+
 def exported_summary(args):
     """The summary of an earlier search-and-export of the same budgets and excluded ops whose model
     folders are all there, or None (then the search runs)."""
@@ -136,12 +144,12 @@ def _check_search_early(training_args, search_args):
     from .search_space import load_search_space
     from .teacher import load_teacher
 
-    if search_args.exclude_ops:
-        check_excluded_ops(search_args.exclude_ops, load_search_space(training_args.search_space))
+    space = load_search_space(training_args.search_space)
+    check_excluded_ops(search_args.exclude_ops, space)
     if not search_args.budgets:
         return
     teacher = load_teacher(training_args.teacher)
-    check_budgets(search_args.budgets, load_search_space(training_args.search_space), teacher, training_args.seq_len)
+    check_budgets(search_args.budgets, space, teacher, training_args.seq_len)
     for device in {budget.device for budget in search_args.budgets if budget.metric == "latency"}:
         check_latency_source(training_args.output_dir, device, training_args.seq_len, teacher)
 
@@ -283,7 +291,7 @@ def run_latency_table(run_dir, space, teacher, seq_len, device="cpu", repeats=10
 
 def check_excluded_ops(excluded, space):
     """Every excluded op must be one of the space's op codes or kinds (a typo would exclude nothing)."""
-    known = set(space.ops) | {code.split(":")[0] for code in space.ops}
+    known = set(space.ops) | {parse_op(code)[0] for code in space.ops}
     unknown = [op for op in excluded if op not in known]
     if unknown:
         raise ValueError(f"Unknown op(s) {unknown} in exclude_ops: the search space's ops are {list(space.ops)} "
@@ -302,9 +310,8 @@ def search_and_export(args):
     supernet, space, run_config = Supernet.from_run(run_dir, device=args.device)
     teacher = load_teacher(args.teacher or run_config["teacher"], device=args.device)
     tables = load_candidates(run_dir / CANDIDATES_FILE)
-    if args.exclude_ops:
-        check_excluded_ops(args.exclude_ops, space)
-        tables = tables.without_ops(args.exclude_ops)
+    check_excluded_ops(args.exclude_ops, space)
+    tables = tables.without_ops(args.exclude_ops)
     seq_len = run_config["seq_len"]
     dimensions = teacher_dimensions(teacher)
     params = cost_model_for(Budget("params", math.inf), seq_len, **dimensions)

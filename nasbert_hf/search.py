@@ -19,6 +19,7 @@ from pathlib import Path
 from .architecture import Architecture
 from .cost import BodyParamsCost, FlopsCost, ParamsCost
 from .folders import read_json
+from .modeling import parse_op
 from .shrinking import EmbeddingCandidate, pools_from_table
 
 UNITS = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
@@ -100,7 +101,7 @@ class CandidateTables:
         excluded = set(excluded)
 
         def allowed(candidate):
-            return not any(code in excluded or code.split(":")[0] in excluded for code in candidate.arch.layers)
+            return not any(code in excluded or parse_op(code)[0] in excluded for code in candidate.arch.layers)
 
         blocks = [[c for c in block if allowed(c)] for block in self.blocks]
         for index, block in enumerate(blocks):
