@@ -197,12 +197,25 @@ class NasBertEmbeddings(nn.Module):
             inputs_embeds = self.word_embeddings(input_ids)
         length = inputs_embeds.shape[1]
         if position_ids is None:
+            self._check_length(length)
             position_ids = torch.arange(length, device=inputs_embeds.device)[None]
         if token_type_ids is None:
             token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
         embeddings = inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
         embeddings = self.dropout(self.LayerNorm(embeddings))
         return embeddings if self.projection is None else self.projection(embeddings)
+
+    def _check_length(self, length):
+        # Without this, a too-long input fails deep in nn.Embedding with "index out of range in self".
+        # Skipped while exporting or tracing, where the length is symbolic and the graph must not branch.
+        if torch.compiler.is_exporting() or torch.jit.is_tracing():
+            return
+        maximum = self.position_embeddings.num_embeddings
+        if length > maximum:
+            raise ValueError(
+                f"Input of {length} tokens is longer than this model's maximum of {maximum} positions "
+                "(max_position_embeddings); tokenise with truncation=True (and max_length) to cut it."
+            )
 
 
 class NasBertEncoder(nn.Module):

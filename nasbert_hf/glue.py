@@ -130,7 +130,8 @@ def read_glue_file(task, path, split="train"):
 
     Fields are split on tabs only: GLUE text is unquoted and holds quote characters. Test files
     (`split` starting with "test") have no labels; their rows get label -1. A row with the wrong
-    number of fields, an unknown label or a bad score raises `ValueError` naming the file and line.
+    number of fields, an unknown label or a bad score raises `ValueError` naming the file and line;
+    so does a file without data rows.
     """
     task, path = get_task(task), Path(path)
     if not path.is_file():
@@ -165,6 +166,8 @@ def read_glue_file(task, path, split="train"):
                 rows[f"sentence{i + 1}"].append(fields[position])
             rows["label"].append(_parse_label(task, fields[positions[-1]], where) if labelled else -1)
             rows["idx"].append(_parse_index(fields, index_position, len(rows["idx"]), where))
+    if not rows["idx"]:  # an empty split would train or evaluate on nothing and report no metric
+        raise ValueError(f"{path}: GLUE {task.name} {split} file has no data rows (only a header, or nothing).")
     return Dataset.from_dict(rows, features=_features(task))
 
 

@@ -116,3 +116,13 @@ def test_real_glue_files(shared_data):
     cola_dev = load_glue_split("cola", "validation", shared_data / "glue")
     assert cola_dev[0]["sentence1"] == "The sailors rode the breeze clear of the rocks." and cola_dev[0]["label"] == 1
     assert sum(load_glue_split("sst2", "validation", shared_data / "glue")["label"]) == 444
+
+
+@pytest.mark.parametrize("file_name", ["dev.tsv", "test.tsv"])
+def test_header_only_split_is_an_error_naming_the_file(tmp_path, file_name):
+    header = OFFICIAL_ROWS["sst2"]["test.tsv" if file_name == "test.tsv" else "train.tsv"][0]
+    folder = write_task(tmp_path, "sst2", {file_name: [header]})
+    split = "validation" if file_name == "dev.tsv" else "test"
+    with pytest.raises(ValueError, match="no data rows") as error:
+        load_glue_split("sst2", split, tmp_path)
+    assert str(folder / file_name) in str(error.value)

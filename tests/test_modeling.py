@@ -103,3 +103,10 @@ def test_requires_exactly_one_input():
     model = NasBertModel(small_config())
     with pytest.raises(ValueError, match="exactly one of `input_ids` and `inputs_embeds`"):
         model()
+
+
+def test_input_longer_than_max_positions_is_a_clear_error():
+    model = NasBertModel(small_config()).eval()
+    with pytest.raises(ValueError, match=r"65 tokens .* maximum of 64 positions .*truncation=True"):
+        model(torch.ones(1, 65, dtype=torch.long))
+    assert model(torch.ones(1, 64, dtype=torch.long)).last_hidden_state.shape == (1, 64, 64)
