@@ -191,7 +191,7 @@ class DistillationTrainer(Trainer):
 
 def load_teacher_model(path, auto_class, student):
     """The fine-tuned teacher; it must share the student's vocabulary and output size."""
-    teacher = auto_class.from_pretrained(path)
+    teacher = auto_class.from_pretrained(checked_model_path(path))
     if teacher.config.vocab_size != student.config.vocab_size:
         raise ValueError(
             f"Teacher {path} has vocab_size {teacher.config.vocab_size}, the student {student.config.vocab_size}: "
@@ -227,7 +227,7 @@ def _first(dataset, count):
 
 def _train(trainer, training_args, **counts):
     """Train (resuming if asked), save model + tokenizer into output_dir, write `train_results.json`."""
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=checked_model_path(training_args.resume_from_checkpoint))
     trainer.save_model()
     metrics = dict(result.metrics, **counts)
     if trainer.is_world_process_zero():
@@ -264,9 +264,10 @@ def _split_prefix(split):
 
 
 def checked_model_path(name_or_path):
-    """A local model folder's weights must be complete safetensors (a clear error names a damaged
-    file, instead of a loader traceback); Hub names and zoo names pass as they are."""
-    if Path(str(name_or_path)).is_dir():
+    """A local model (or checkpoint) folder's weights must be complete safetensors, never pickles only
+    (a clear error names a damaged file, instead of a loader traceback); Hub names, zoo names and
+    None pass as they are."""
+    if name_or_path is not None and Path(str(name_or_path)).is_dir():
         check_model_weights(name_or_path)
     return name_or_path
 

@@ -197,6 +197,7 @@ def check_weights(model_dir):
     """
     model_dir = Path(model_dir)
     present = [model_dir / name for name in WEIGHTS_FILES if (model_dir / name).is_file()]
+    refuse_pickle_weights(model_dir)
     if not present:
         raise ModelFolderError(
             f"{model_dir} has no safetensors weights: no model weights ({WEIGHTS_FILE}) nor a shard index "
@@ -223,10 +224,28 @@ def _shards(index_path):
 
 
 def check_model_weights(model_dir):
-    """`check_safetensors` on every `*.safetensors` file of a saved model folder, of any model type
-    (call it before `from_pretrained`, e.g. in `glue`, `squad` and `export-onnx`)."""
+    """`check_safetensors` on every `*.safetensors` file of a saved model folder, of any model type,
+    and `refuse_pickle_weights` (call it before `from_pretrained`, e.g. in `glue`, `squad`, `convert`,
+    `export-onnx`, for teachers and checkpoints)."""
+    refuse_pickle_weights(model_dir)
     for path in sorted(Path(model_dir).glob("*.safetensors")):
         check_safetensors(path)
+
+
+def refuse_pickle_weights(model_dir):
+    """Raise `ModelFolderError` when a folder's weights are pickles only (`pytorch_model*.bin`):
+    `from_pretrained` would unpickle them, which can run code from whoever wrote the file, or fail
+    with a bare `UnpicklingError`. Pickles are never loaded; a folder with safetensors passes."""
+    model_dir = Path(model_dir)
+    if any(model_dir.glob("*.safetensors")):
+        return
+    pickles = sorted(path.name for path in model_dir.glob("pytorch_model*.bin"))
+    if pickles:
+        raise ModelFolderError(
+            f"{model_dir}: this folder holds only pickle weights ({', '.join(pickles)}); convert it to safetensors "
+            "(load it once where you trust its origin and save it again with `save_pretrained`), then pass "
+            "that folder. Pickled weights are never loaded."
+        )
 
 
 def check_safetensors(path):

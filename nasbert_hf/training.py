@@ -500,14 +500,38 @@ def save_checkpoint(accelerator, run_dir, trainer_state, keep):
     if accelerator.is_main_process and temporary.exists():
         shutil.rmtree(temporary)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary))
+    try:
+        accelerator.save_state(str(temporary))
+        if accelerator.is_main_process:
+            (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state), encoding="utf-8")
+            _fsync_tree(temporary)
+    except Exception as error:
+        if accelerator.is_main_process:
+            shutil.rmtree(temporary, ignore_errors=True)  # a partial checkpoint would only fill the disk further
+        if not _is_write_error(error):
+            raise
+        raise OSError(_save_failure(error, folder, final)) from error
     if accelerator.is_main_process:
-        (temporary / TRAINER_STATE).write_text(json.dumps(trainer_state), encoding="utf-8")
-        _fsync_tree(temporary)
         _publish(temporary, final)
         _prune_checkpoints(folder, keep)
     accelerator.wait_for_everyone()
     return final
+
+
+def _is_write_error(error):
+    # safetensors reports a full disk as its own SafetensorError, outside the OSError hierarchy.
+    return isinstance(error, OSError) or type(error).__name__ == "SafetensorError"
+
+
+def _save_failure(error, folder, final):
+    """The message of a checkpoint save that failed to write: what, where, the free space, what is kept."""
+    free = shutil.disk_usage(folder).free / 2**20
+    last = latest_checkpoint(folder.parent)
+    kept = f"the last good checkpoint {last.name} is kept" if last is not None else "no earlier checkpoint exists"
+    return (
+        f"Could not write checkpoint {final.name} in {folder} ({_one_line(error)}); {free:.0f} MiB are free there. "
+        f"The partial checkpoint was removed and {kept}: free some space, then rerun with --resume."
+    )
 
 
 def _publish(temporary, final):

@@ -28,10 +28,13 @@ exceptions (`RepositoryNotFoundError`, `RevisionNotFoundError`, `EntryNotFoundEr
 
 Fault injection for tests: `interrupt_next_commit(after_bytes)` drops the connection after that
 many bytes of the next commit body; `hold_next_commit(after_bytes)` pauses the next commit there
-until the test releases it (so it can kill the client in the middle of the upload).
+until the test releases it (so it can kill the client in the middle of the upload);
+`with hub.hanging():` accepts every request but answers none (an endpoint that stalls) until the
+block ends, or at most `at_most` seconds, so that no test can hang for ever.
 """
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import json
@@ -163,6 +166,7 @@ class HubServer:
         self.incomplete_commits = 0
         self._fault = None
         self._fault_lock = threading.Lock()
+        self._hang = None  # (release event, most seconds) while `hanging`
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.hub = self
@@ -179,6 +183,9 @@ class HubServer:
         return self
 
     def stop(self):
+        hang = self._hang
+        if hang is not None:
+            hang[0].set()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=10)
@@ -201,6 +208,18 @@ class HubServer:
         with self._fault_lock:
             self._fault = {"after": after_bytes, "mode": "hold", **events}
         return events["reached"], events["release"], events["done"]
+
+    @contextlib.contextmanager
+    def hanging(self, at_most=30):
+        """Within the block, read every request and answer none; each waits until the block ends, at
+        most `at_most` seconds, and then its connection is closed unanswered."""
+        release = threading.Event()
+        self._hang = (release, at_most)
+        try:
+            yield
+        finally:
+            self._hang = None
+            release.set()
 
     def _take_fault(self):
         with self._fault_lock:
@@ -277,6 +296,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.query, self.fault = parse_qs(split.query), None  # one handler serves a whole keep-alive connection
         status = 500
         try:
+            if self.hub._hang is not None:
+                status = self._stall(*self.hub._hang)
+                return
             for route_method, pattern, name in self.ROUTES:
                 match = re.fullmatch(pattern, split.path)
                 if route_method == method and match:
@@ -305,6 +327,13 @@ class _Handler(BaseHTTPRequestHandler):
                 fault["done"].set()
 
     # -- plumbing ---------------------------------------------------------------------------
+    def _stall(self, release, at_most):
+        """Take the request, answer nothing, and close the connection once released (`hanging`)."""
+        self._read_body()
+        release.wait(at_most)
+        self.close_connection = True
+        return 0  # logged as "never answered"
+
     def _read_body(self):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""

@@ -1,10 +1,11 @@
 """Bad input on the command line: one clear line on stderr (exit code 2), no traceback, and no
 run folder left behind that a corrected re-run would trip over."""
 
+import pickle
 import re
 
 import pytest
-from conftest import SPACE_YAML, save_random_teacher
+from conftest import OFFICIAL_ROWS, SPACE_YAML, make_model_dir, save_random_teacher, write_task
 from transformers import (
     DistilBertConfig,
     DistilBertModel,
@@ -118,3 +119,33 @@ def test_check_max_length_names_the_flag_and_the_limit():
     check_max_length(64, config, "--max-seq-length")
     with pytest.raises(ValueError, match="--max-seq-length=65 exceeds the model's max_position_embeddings=64"):
         check_max_length(65, config, "--max-seq-length")
+
+
+@pytest.fixture
+def pickle_only(tmp_path):
+    """A BERT folder whose weights are a pickle only (`pytorch_model.bin`), which must never be loaded."""
+    folder = save_random_teacher(tmp_path / "pickled", layers=2)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"never": "loaded"}))
+    return folder
+
+
+@pytest.mark.parametrize("command", ["glue", "glue --resume_from_checkpoint", "convert", "supernet", "distill"])
+def test_pickle_only_weights_are_refused_by_name(tmp_path, capsys, pickle_only, command):
+    train = OFFICIAL_ROWS["sst2"]["train.tsv"]
+    write_task(tmp_path / "glue", "sst2", {"train.tsv": train, "dev.tsv": train})
+    glue = ["--task", "sst2", "--data_dir", str(tmp_path / "glue"), "--output_dir", str(tmp_path / "ft")]
+    (tmp_path / "space.yaml").write_text(SPACE_YAML)
+    args = {
+        "glue": [str(pickle_only), *glue],
+        "glue --resume_from_checkpoint": [str(save_random_teacher(tmp_path / "bert", layers=2)), *glue,
+                                          "--max_steps", "1", "--resume_from_checkpoint", str(pickle_only)],
+        "convert": [str(pickle_only), "--out", str(tmp_path / "out")],
+        "supernet": ["--config", str(tmp_path / "space.yaml"), "--teacher", str(pickle_only),
+                     "--out", str(tmp_path / "out"), "--cpu"],
+        "distill": [str(make_model_dir(tmp_path / "model")), "--teacher", str(pickle_only), "--out", str(tmp_path / "out")],
+    }[command]
+    name = command.split()[0]
+    assert main([name, *args]) == 2
+    line = error_line(capsys, name)
+    assert f"{pickle_only}: this folder holds only pickle weights (pytorch_model.bin); convert it to safetensors" in line

@@ -5,14 +5,16 @@ Fresh processes get `HF_ENDPOINT` pointing at the server and `HF_HOME` in a temp
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import huggingface_hub.constants
 import pytest
 import torch
 from conftest import make_model_dir, random_inputs
-from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from huggingface_hub import HfApi, ModelCard, get_session, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from hub_server import HubServer
 from safetensors.torch import load_file, save_file
@@ -235,6 +237,36 @@ def test_cli_push_never_shows_the_token(server, api, model_dir, monkeypatch, cap
     monkeypatch.delenv("NASBERT_HUB_ORG", raising=False)
     assert main(["push", str(model_dir)]) == 2
     assert "NASBERT_HUB_ORG" in capsys.readouterr().err
+
+
+def test_push_to_an_endpoint_that_never_answers_times_out(server, model_dir, monkeypatch, capsys):
+    before = {path.name: path.read_bytes() for path in model_dir.iterdir() if path.is_file()}
+    started = time.monotonic()
+    with server.hanging(at_most=30):
+        with pytest.raises(ConnectionError, match=re.escape(server.url) + r".*did not answer within 0.5 s"):
+            hub.push(model_dir, f"{ORG}/hanging", token=TOKEN, endpoint=server.url, timeout=0.5)
+        # The command line takes the bound from NASBERT_HUB_TIMEOUT and fails with that message.
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        monkeypatch.setenv("NASBERT_HUB_TIMEOUT", "0.5")
+        assert main(["push", str(model_dir), "--repo", f"{ORG}/hanging"]) == 2
+    assert "did not answer within 0.5 s" in capsys.readouterr().err
+    assert time.monotonic() - started < 20
+    assert {path.name: path.read_bytes() for path in model_dir.iterdir() if path.is_file()} == before
+    assert get_session().timeout.read is None  # the bound is lifted after the push
+    monkeypatch.setenv("NASBERT_HUB_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="NASBERT_HUB_TIMEOUT"):
+        hub.push(model_dir, f"{ORG}/hanging", token=TOKEN, endpoint=server.url)
+
+
+def test_push_of_a_plain_bert_folder_is_a_clear_error(tmp_path, capsys):
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=16))
+    bert.save_pretrained(tmp_path / "bert")
+    assert main(["push", str(tmp_path / "bert"), "--repo", f"{ORG}/bert"]) == 2
+    assert "model_type 'bert'" in capsys.readouterr().err
 
 
 def test_push_completes_what_trust_remote_code_needs(server, api, model_dir, tmp_path):

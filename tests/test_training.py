@@ -4,11 +4,15 @@ The stages' own tests (`test_supernet_training.py`, `test_distill.py`) run the l
 these check what the loop guarantees by itself, for any stage.
 """
 
+import errno
 import shutil
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import torch
+from accelerate import Accelerator
+from safetensors import SafetensorError
 from torch.utils.data import DataLoader, TensorDataset
 
 from nasbert_hf import distill, supernet_training
@@ -103,6 +107,31 @@ def test_a_resumed_loop_repeats_the_uninterrupted_one(tmp_path):
     assert (resumed / "log.jsonl").read_bytes() == (reference / "log.jsonl").read_bytes()
     final = "checkpoints/step-00000008/model.safetensors"
     assert (resumed / final).read_bytes() == (reference / final).read_bytes()
+
+
+@pytest.mark.parametrize("disk_full", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+])
+def test_a_full_disk_during_a_checkpoint_keeps_the_last_good_one(tmp_path, monkeypatch, disk_full):
+    save_state = Accelerator.save_state
+
+    def fill_the_disk(self, output_dir, **kwargs):
+        if output_dir.endswith("step-00000006"):
+            Path(output_dir).mkdir(parents=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+            raise disk_full
+        return save_state(self, output_dir, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", fill_the_disk)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    with pytest.raises(OSError, match=rf"checkpoint step-00000006 in {checkpoints} .*No space left on device.*"
+                                      r"\d+ MiB are free there.*last good checkpoint step-00000003 is kept"):
+        toy_run(tmp_path / "run")
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["step-00000003"]  # no .tmp-step-00000006
+    assert latest_checkpoint(tmp_path / "run").name == "step-00000003"
+    monkeypatch.undo()  # space freed: the run resumes from step 3 and finishes
+    assert toy_run(tmp_path / "run", resume=True)["step"] == 8
 
 
 def test_a_run_folder_is_not_overwritten(tmp_path):

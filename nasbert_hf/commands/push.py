@@ -13,6 +13,10 @@ def add_arguments(parser):
         "--license", default="apache-2.0", help="License of a generated model card (default: apache-2.0)."
     )
     parser.add_argument(
+        "--timeout", type=float,
+        help="Most seconds any Hub call may wait for an answer (default: $NASBERT_HUB_TIMEOUT, else 60).",
+    )
+    parser.add_argument(
         "--token",
         help="Hub token with write access (default: $HF_TOKEN, else the `hf auth login` token). "
         "Prefer the environment: command lines are visible to other users.",
@@ -30,5 +34,6 @@ def run(args):
         revision=args.revision,
         commit_message=args.message,
         license=args.license,
+        timeout=args.timeout,
     )
     print(f"Pushed {args.model} to {info.repo_url.repo_id}: {info.commit_url}")
