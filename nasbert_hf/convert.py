@@ -153,13 +153,15 @@ def with_mlm_head(model):
 def convert_folder(bert, out_dir):
     """`nasbert convert`: the NasBert model of BERT `bert` (folder or Hub name), with its tokenizer,
     into `out_dir`; returns the saved model. The folder is written fresh in a staging folder that
-    then replaces `out_dir`, so nothing of a previous model there (its `nasbert.json`, model card)
-    survives, and a failure leaves the previous folder intact."""
+    then replaces `out_dir`, so nothing of a previous folder there survives, and a failure leaves it
+    intact. An `out_dir` that holds a model, or lies in the zoo, is refused (`check_output_folder`)."""
     from transformers import AutoTokenizer
 
     from .folders import atomic_folder
+    from .paths import check_model_path, check_output_folder
 
-    converted = from_bert(load_bert(bert))
+    check_output_folder(out_dir, "convert")
+    converted = from_bert(load_bert(check_model_path(bert, "BERT")))
     if isinstance(converted, NasBertModel):
         converted = with_mlm_head(converted)
     with atomic_folder(out_dir) as staging:

@@ -46,6 +46,7 @@ from .blockwise import masked_sse
 from .folders import (
     CONFIG_FILE, SUPERNET_WEIGHTS_FILE, check_model_dir, check_model_weights, read_json, read_metadata, write_json,
 )
+from .paths import check_output_folder
 from .training import (
     CHECKPOINTS,
     LoopArguments,
@@ -351,6 +352,9 @@ def distill(args):
     if not args.model:
         raise ValueError("model is required: the exported model folder to distil (e.g. nasbert-out/nasbert-5M).")
     output_dir, run_dir = args.resolved_output_dir(), args.resolved_run_dir()
+    # The model's own folder is replaced in place; any other model only by resuming this run.
+    check_output_folder(output_dir, "distill", updates=args.model,
+                        resumable=lambda folder: args.resume and (run_dir / DISTILL_CONFIG).is_file())
     model, metadata = load_student(args.model, args.dropout)
     accelerator = make_accelerator(args, run_dir)
     teacher = load_teacher(args.teacher or (metadata or {}).get("teacher"), device=accelerator.device)  # None: the default

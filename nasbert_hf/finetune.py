@@ -29,6 +29,7 @@ from . import glue, squad
 from .arguments import is_config_file, read_config
 from .folders import atomic_write_text, check_model_weights, write_json
 from .metrics import load_metric
+from .paths import check_model_path, check_output_folder, trainer_run_of
 from .training import check_max_length
 
 # ---------------------------------------------------------------------------------------------
@@ -119,17 +120,24 @@ def parse_arguments(dataclass_types, argv=None, config_file=None, overrides=None
     return parser.parse_dict(values)
 
 
-def check_output_dir(output_dir, model_args):
-    """Refuse an output folder that is, holds or lies inside a folder the run reads (model, tokenizer, teacher).
+def check_output_dir(output_dir, model_args, command, head):
+    """Check the folders of a fine-tuning run before anything is loaded or written.
 
-    Trainer saves the fine-tuned model and its config into `output_dir`: over the pretrained model it
-    would replace the weights and leave files such as `nasbert.json` describing a model that is gone.
+    The model, tokenizer and teacher folders must exist (`check_model_path`). The output folder
+    must not be, hold or lie inside one of them: Trainer saves the fine-tuned model and its config
+    into `output_dir`, over the pretrained model it would replace the weights and leave files such
+    as `nasbert.json` describing a model that is gone. Nor may it lie in the zoo or hold another
+    model, unless it is an unfinished run of `nasbert <command>` (Trainer checkpoints of a model
+    whose class ends with `head`): `check_output_folder`.
     """
     output = Path(output_dir).resolve()
     read = {"model": model_args.model_name_or_path, "tokenizer": model_args.tokenizer_name,
             "teacher_model": model_args.teacher_model}
     for flag, model in read.items():
-        if model is None or not Path(model).is_dir():
+        if model is None:
+            continue
+        check_model_path(model, flag.replace("_model", ""))
+        if not Path(model).is_dir():
             continue  # a Hub name: nothing local to overwrite
         folder = Path(model).resolve()
         if output == folder or folder in output.parents or output in folder.parents:
@@ -138,6 +146,7 @@ def check_output_dir(output_dir, model_args):
                 f"output_dir {output_dir} {relation} the {flag} folder {model}: fine-tuning saves its model, "
                 "tokenizer and checkpoints there, over or beside that one; pass an output folder outside it."
             )
+    check_output_folder(output_dir, command, resumable=trainer_run_of(head))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +325,7 @@ def run_glue(model_args, data_args, training_args):
     predict the test sets (`do_predict`, GLUE submission TSVs). Writes `eval_results.json` into
     `output_dir` and returns the evaluation metrics (`eval_<metric>`, `eval_mismatched_<metric>`, ...)."""
     task = glue.get_task(data_args.task_name)
-    check_output_dir(training_args.output_dir, model_args)
+    check_output_dir(training_args.output_dir, model_args, "glue", "ForSequenceClassification")
     tokenizer = _load_tokenizer(model_args)
     datasets = load_glue_datasets(task, glue_splits(task, training_args), data_args, tokenizer)
     set_seed(training_args.seed)  # before loading: the new classifier head is drawn from it
@@ -404,7 +413,7 @@ def run_squad(model_args, data_args, training_args):
     splits = [split for flag, split in (("do_train", "train"), ("do_eval", "validation")) if getattr(training_args, flag)]
     if not splits:
         raise ValueError("Nothing to do: set do_train and/or do_eval.")
-    check_output_dir(training_args.output_dir, model_args)
+    check_output_dir(training_args.output_dir, model_args, "squad", "ForQuestionAnswering")
     raw = squad.load_squad(
         data_args.version, data_args.data_dir, data_args.train_file, data_args.validation_file, splits=splits
     )

@@ -130,17 +130,16 @@ def read_glue_file(task, path, split="train"):
 
     Fields are split on tabs only: GLUE text is unquoted and holds quote characters. Test files
     (`split` starting with "test") have no labels; their rows get label -1. A row with the wrong
-    number of fields, an unknown label or a bad score raises `ValueError` naming the file and line;
-    so does a file without data rows.
+    number of fields, an unknown label, a bad score or a byte that is not UTF-8 raises `ValueError`
+    naming the file and line; so does a file without data rows.
     """
     task, path = get_task(task), Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GLUE {task.name} {split} file not found: {path}")
     labelled = not split.startswith("test")
     rows = {name: [] for name in _features(task)}
-    # utf-8-sig drops the byte-order mark that starts MRPC's files.
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        lines = enumerate(handle, start=1)
+    with path.open("rb") as handle:
+        lines = _text_lines(handle, path)
         if task.headerless_columns and labelled:
             header = task.headerless_columns
         else:
@@ -169,6 +168,20 @@ def read_glue_file(task, path, split="train"):
     if not rows["idx"]:  # an empty split would train or evaluate on nothing and report no metric
         raise ValueError(f"{path}: GLUE {task.name} {split} file has no data rows (only a header, or nothing).")
     return Dataset.from_dict(rows, features=_features(task))
+
+
+def _text_lines(handle, path):
+    """`(line number, text)` of a binary file's lines, decoded one by one, so that a byte that is not
+    UTF-8 (a Latin-1 file, say) raises `ValueError` naming the file and the line. The first line
+    is read as utf-8-sig, which drops the byte-order mark that starts MRPC's files."""
+    for number, line in enumerate(handle, start=1):
+        try:
+            yield number, line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{path}:{number}: not UTF-8 text (byte {line[error.start]:#04x} at offset {error.start} of the "
+                "line); save the file as UTF-8."
+            ) from None
 
 
 def _parse_index(fields, position, row_number, where):

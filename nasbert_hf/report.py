@@ -9,6 +9,7 @@ exported model's `nasbert.json` and model card, and the table goes to `OUT/repor
 """
 
 import hashlib
+import shutil
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,10 @@ def finetune(model_dir, task, args, results_dir):
     from transformers import TrainingArguments
 
     from .finetune import GlueArguments, ModelArguments, run_glue
+
+    # The folder is this report's own, from a run with other settings (or cut short): fine-tuning
+    # refuses to write over the model it holds, so clear it first.
+    shutil.rmtree(results_dir, ignore_errors=True)
 
     training = TrainingArguments(
         output_dir=str(results_dir), do_train=True, do_eval=True, num_train_epochs=args.epochs,

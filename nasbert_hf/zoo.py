@@ -5,8 +5,9 @@ The zoo is a folder, `$NASBERT_HOME` (default `$XDG_CACHE_HOME/nasbert`, i.e. `~
 Each entry `$NASBERT_HOME/<name>` is a symbolic link to a versioned copy,
 `$NASBERT_HOME/.store/<name>-<id>/`. A (re-)install copies the model into a new version and swaps
 the link with one `os.replace`, so the name always points to a complete model, old or new, even in
-the middle of a replace. Entries installed as plain folders (before the store) still load, list
-and remove; re-installing one swaps it for a link in one step as well (Linux `renameat2`).
+the middle of a replace; the replaced version stays a while for the loads still reading it.
+Entries installed as plain folders (before the store) still load, list and remove; re-installing
+one swaps it for a link in one step as well (Linux `renameat2`).
 
 Once `install_name_resolution()` has run (`import nasbert_hf` runs it), `from_pretrained` of
 `AutoConfig`, `AutoTokenizer`, the `AutoModel*` classes NasBert registers, the NasBert config and
@@ -39,7 +40,9 @@ import os
 import re
 import shutil
 import sys
+import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -48,9 +51,17 @@ from .folders import CONFIG_FILE, check_model_dir, share_permissions
 from .folders import read_metadata as read_stored_metadata
 from .modeling import NasBertConfig
 
+try:
+    import fcntl
+except ImportError:  # Windows: installs are not locked against each other
+    fcntl = None
+
 logger = logging.getLogger(__name__)
 
 STORE = ".store"  # the versioned copies that the zoo's entries link to
+# How long a replaced version stays in the store: a load that resolved the name before the
+# replace may still be reading its files (loads take seconds; this leaves a wide margin).
+RETIRED_GRACE_SECONDS = 3600
 # Bare names with this prefix are the project's own on the Hub: `$NASBERT_HUB_ORG/nasbert-5M`.
 HUB_PREFIX = "nasbert-"
 # Zoo names become Hub repo names under `$NASBERT_HUB_ORG`, so they follow the Hub's rules.
@@ -152,36 +163,123 @@ def install(model_dir, name=None, *, home=None, overwrite=False):
     `name` defaults to `nasbert.json`'s `name`, else the folder's name. The copy goes into a new
     version folder of the store, readable by every user (`share_permissions`), and the entry's
     link is then swapped to it in one `os.replace`: the name never points to a half-copied model,
-    nor to nothing while an existing entry is replaced (only with `overwrite=True`). The previous
-    version is deleted afterwards.
+    nor to nothing while an existing entry is replaced (only with `overwrite=True`).
+
+    "Is the name free?" and the swap are one step under the store's lock (`_locked`), so of two
+    installs of one name without `overwrite`, one fails. A replaced version is kept for
+    `RETIRED_GRACE_SECONDS`, since a load that resolved the name before the swap may still be
+    reading it; `discard_retired` (run by installs and `nasbert list`) deletes it afterwards.
     """
     source = check_model_dir(model_dir).resolve()
     name = check_name(name or read_metadata(model_dir)["name"])
     root = zoo_home(home)
+    _check_home(root)
     entry = root / name
-    if os.path.lexists(entry):
-        if entry.resolve() == source:
-            raise ValueError(f"{source} is already the zoo entry {name!r}.")
-        if not overwrite:
-            raise FileExistsError(
-                f"The zoo already has {name!r} at {entry}; pass overwrite=True (`--force`) to replace it."
-            )
+    _check_free(entry, source, overwrite)  # before the copy, to fail fast; again under the lock
     store = root / STORE
     store.mkdir(parents=True, exist_ok=True)
     version = store / f"{name}-{uuid.uuid4().hex[:12]}"
+    staging = store / f".tmp-{version.name}"  # a partial copy never bears a version's name
     try:
-        shutil.copytree(source, version, ignore=shutil.ignore_patterns(".git", "__pycache__", ".tmp-*"))
-        share_permissions(version)
-        previous = _point(entry, version)
-    except BaseException:
-        shutil.rmtree(version, ignore_errors=True)
-        raise
-    _discard(previous)
+        shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".git", "__pycache__", ".tmp-*"))
+        share_permissions(staging)
+        with _locked(store):
+            _check_free(entry, source, overwrite)
+            os.replace(staging, version)
+            try:
+                previous = _point(entry, version)
+            except BaseException:
+                shutil.rmtree(version, ignore_errors=True)
+                raise
+            _retire(previous, store)
+            discard_retired(root, locked=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # left only when the copy or the check failed
     return entry
 
 
+def _check_free(entry, source, overwrite):
+    """Raise unless `entry` may be (re)installed: it is free, or `overwrite` replaces another model."""
+    if not os.path.lexists(entry):
+        return
+    if entry.resolve() == source:
+        raise ValueError(f"{source} is already the zoo entry {entry.name!r}.")
+    if not overwrite:
+        raise FileExistsError(
+            f"The zoo already has {entry.name!r} at {entry}; pass overwrite=True (`--force`) to replace it."
+        )
+
+
+def _check_home(root):
+    """Raise `NotADirectoryError` when the zoo folder is a file (a wrong `$NASBERT_HOME`)."""
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(_home_problem(root))
+
+
+def _home_problem(root):
+    return f"the zoo folder {root} ($NASBERT_HOME or --home) is a file, not a folder; point NASBERT_HOME at a folder."
+
+
+@contextmanager
+def _locked(store, wait=True):
+    """Hold the store's lock (an `flock` on the store folder itself, so no lock file shows in the zoo)
+    while the block runs; yield False without it when `wait` is False and another process holds it.
+    Where `fcntl` is missing (Windows), nothing is locked."""
+    if fcntl is None:
+        yield True
+        return
+    descriptor = os.open(store, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _retire(previous, store):
+    """Deal with what an entry held before a re-install: a version of the store is kept, stamped
+    with the time it was replaced (its ctime, which `os.utime` sets to now) for `discard_retired`;
+    a plain folder from before the store goes at once (no load can resolve to its new name)."""
+    if previous is None:
+        return
+    if previous.parent == Path(os.path.realpath(store)):
+        os.utime(previous)
+    else:
+        _discard(previous)
+
+
+def discard_retired(home=None, *, locked=False):
+    """Delete the store folders that no zoo entry links to, once `RETIRED_GRACE_SECONDS` have passed
+    since they were last changed (replaced versions, copies of installs that were killed).
+
+    Without `locked` it takes the store's lock, or does nothing when another process holds it.
+    """
+    root = zoo_home(home)
+    store = root / STORE
+    if not store.is_dir():
+        return
+    if not locked:
+        with _locked(store, wait=False) as held:
+            if held:
+                discard_retired(home, locked=True)
+        return
+    linked = {_version_of(entry) for entry in root.iterdir()}  # real paths, as `_version_of` gives them
+    deadline = time.time() - RETIRED_GRACE_SECONDS
+    for folder in store.iterdir():
+        try:
+            stale = folder.lstat().st_ctime < deadline
+        except FileNotFoundError:  # deleted meanwhile by `remove`, which takes no lock
+            continue
+        if stale and Path(os.path.realpath(folder)) not in linked:
+            _discard(folder)
+
+
 def _point(entry, version):
-    """Make `entry` a link to `version` in one step; return what the entry held before, to delete (or None)."""
+    """Make `entry` a link to `version` in one step; return what the entry held before, to retire (or None)."""
     link = entry.with_name(f".tmp-link-{entry.name}-{uuid.uuid4().hex[:8]}")
     try:
         os.symlink(os.path.relpath(version, entry.parent), link, target_is_directory=True)
@@ -232,31 +330,46 @@ def _discard(path):
 
 
 def list_models(home=None):
-    """Every model in the zoo, sorted by name; folders without `config.json` are skipped.
+    """Every entry of the zoo, sorted by name.
 
-    An entry whose metadata cannot be read is listed with `problem` set (naming the file and what
-    is wrong with it) rather than failing the whole listing.
+    An entry that is not a whole model (a dangling link, an empty folder, an unreadable
+    `config.json`, `nasbert.json` or weights file) is listed with `problem` set, saying what is
+    wrong, rather than hidden or failing the whole listing. A zoo folder that is a file raises
+    `NotADirectoryError`.
     """
     root = zoo_home(home)
+    _check_home(root)
     if not root.is_dir():
         return []
-    models = []
-    for path in sorted(root.iterdir()):
-        if path.name.startswith("."):
-            continue
-        if path.is_symlink() and not path.exists():
-            models.append(ZooModel(path.name, path, {}, f"{path} links to {os.readlink(path)}, which is missing."))
-        elif (path / CONFIG_FILE).is_file():
-            models.append(_zoo_model(path))
-    return models
+    return [_zoo_model(path) for path in sorted(root.iterdir()) if not path.name.startswith(".")]
 
 
 def _zoo_model(path):
+    problem = _entry_problem(path)
+    if problem is not None:
+        return ZooModel(path.name, path, {}, problem)
     try:
+        check_model_dir(path)  # a damaged config.json or weights file makes the entry broken too
         return ZooModel(path.name, path, read_metadata(path, name=path.name))
     except Exception as error:  # one unreadable entry must not hide the others
         problem = str(error) if str(path) in str(error) else f"{path}: {type(error).__name__}: {error}"
         return ZooModel(path.name, path, {}, problem)
+
+
+def _entry_problem(entry):
+    """Why the zoo entry `entry` holds no model (no `config.json`), or None: it holds one, or the
+    zoo has no such entry at all."""
+    if entry.parent.exists() and not entry.parent.is_dir():
+        return _home_problem(entry.parent)
+    if not os.path.lexists(entry) or (entry / CONFIG_FILE).is_file():
+        return None
+    if entry.is_symlink() and not entry.exists():
+        problem = f"is a link to {os.readlink(entry)}, which is missing"
+    elif not entry.is_dir():
+        problem = "is a file, not a model folder"
+    else:
+        problem = "is an empty folder" if not any(entry.iterdir()) else f"is a folder without {CONFIG_FILE}"
+    return f"{entry} {problem}; install the model again (`nasbert install DIR --name {entry.name} --force`)."
 
 
 def remove(name, *, home=None):
@@ -312,9 +425,13 @@ def resolve(name, *, home=None):
     entry = zoo_home(home) / text
     if os.path.isfile(os.path.join(entry, CONFIG_FILE)):
         return Resolution(text, os.path.realpath(entry), "zoo", tuple(searched))
+    problem = _entry_problem(entry)
+    if os.path.lexists(entry):  # installed, but broken: say so rather than look elsewhere
+        return Resolution(text, text, "missing", (*searched, f"model zoo: {problem}"))
     if not text.startswith(HUB_PREFIX):
         return Resolution(text, text, "other", ())
-    searched.append(f"model zoo {entry}: not installed (NASBERT_HOME={zoo_home(home)})")
+    searched.append(f"model zoo: {problem}" if problem else
+                    f"model zoo {entry}: not installed (NASBERT_HOME={zoo_home(home)})")
     org = hub_org()
     if org is None:
         searched.append(f"Hub repository {text!r} at {_endpoint()} (set NASBERT_HUB_ORG to look under an organisation)")

@@ -143,9 +143,71 @@ def test_pickle_only_weights_are_refused_by_name(tmp_path, capsys, pickle_only, 
         "convert": [str(pickle_only), "--out", str(tmp_path / "out")],
         "supernet": ["--config", str(tmp_path / "space.yaml"), "--teacher", str(pickle_only),
                      "--out", str(tmp_path / "out"), "--cpu"],
-        "distill": [str(make_model_dir(tmp_path / "model")), "--teacher", str(pickle_only), "--out", str(tmp_path / "out")],
+        "distill": [str(make_model_dir(tmp_path / "model")), "--teacher", str(pickle_only),
+                    "--out", str(tmp_path / "out")],
     }[command]
     name = command.split()[0]
     assert main([name, *args]) == 2
     line = error_line(capsys, name)
-    assert f"{pickle_only}: this folder holds only pickle weights (pytorch_model.bin); convert it to safetensors" in line
+    message = f"{pickle_only}: this folder holds only pickle weights (pytorch_model.bin); convert it to safetensors"
+    assert message in line
+
+
+# -- where a command writes its model ------------------------------------------------------------
+
+# The command lines of the four commands that save a model into an output folder.
+WRITERS = {
+    "glue": lambda model, out, data: ["glue", model, "--task", "sst2", "--data-dir", data, "--output-dir", out],
+    "squad": lambda model, out, data: ["squad", model, "--data-dir", data, "--output-dir", out],
+    "distill": lambda model, out, data: ["distill", model, "--out", out, "--max-steps", "1"],
+    "convert": lambda model, out, data: ["convert", model, "--out", out],
+}
+
+
+def files_of(folder):
+    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+
+
+@pytest.mark.parametrize("target", ["zoo entry", "new zoo folder", "other model"])
+@pytest.mark.parametrize("command", WRITERS)
+def test_an_output_folder_in_the_zoo_or_holding_a_model_is_refused(tmp_path, capsys, monkeypatch, command, target):
+    from nasbert_hf import zoo
+
+    monkeypatch.setenv("NASBERT_HOME", str(tmp_path / "zoo"))
+    model = make_model_dir(tmp_path / "model")
+    other = make_model_dir(tmp_path / "other" / "nasbert-other", name="nasbert-other", seed=1)
+    out = {"zoo entry": lambda: zoo.install(other), "new zoo folder": lambda: tmp_path / "zoo" / "sst2",
+           "other model": lambda: other}[target]()
+    before = files_of(other)
+    assert main(WRITERS[command](str(model), str(out), str(tmp_path))) == 2
+    line = error_line(capsys, command)
+    if target == "other model":
+        assert f"{out} already holds a model (config.json, model.safetensors), which `nasbert {command}` would " \
+               "replace" in line
+    else:
+        assert f"{out} lies inside the model zoo {tmp_path / 'zoo'}" in line
+    assert files_of(other) == before and not (tmp_path / "zoo" / "sst2").exists()
+    assert target != "zoo entry" or files_of(out) == before  # the installed model is untouched
+
+
+def test_an_unfinished_run_of_the_same_command_may_be_resumed(tmp_path):
+    from nasbert_hf.paths import check_output_folder, trainer_run_of
+
+    out = make_model_dir(tmp_path / "out")  # a root model, as Trainer leaves it once it has saved
+    checkpoint = out / "checkpoint-4"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text("{}")
+    (checkpoint / "config.json").write_text('{"architectures": ["NasBertForSequenceClassification"]}')
+    check_output_folder(out, "glue", resumable=trainer_run_of("ForSequenceClassification"))
+    with pytest.raises(FileExistsError, match="`nasbert squad` would replace"):  # not a run of that command
+        check_output_folder(out, "squad", resumable=trainer_run_of("ForQuestionAnswering"))
+    check_output_folder(out, "distill", updates=tmp_path / "out")  # distilling a model in place
+    with pytest.raises(FileExistsError, match="`nasbert distill` would replace"):
+        check_output_folder(out, "distill", updates=make_model_dir(tmp_path / "model"))
+
+
+@pytest.mark.parametrize("command", ["glue", "squad", "convert"])
+def test_a_missing_model_folder_is_named(tmp_path, capsys, command):
+    missing = tmp_path / "qa" / "nomodel"
+    assert main(WRITERS[command](str(missing), str(tmp_path / "out"), str(tmp_path))) == 2
+    assert f"folder {missing} does not exist (and it is not a Hub repository id" in error_line(capsys, command)

@@ -126,3 +126,17 @@ def test_header_only_split_is_an_error_naming_the_file(tmp_path, file_name):
     with pytest.raises(ValueError, match="no data rows") as error:
         load_glue_split("sst2", split, tmp_path)
     assert str(folder / file_name) in str(error.value)
+
+
+def test_a_byte_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    folder = write_task(tmp_path, "sst2")
+    path = folder / "train.tsv"
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = "a caf\u00e9 film\t1".encode("latin-1")  # line 3: 0xe9, the Latin-1 é
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(ValueError) as error:
+        load_glue_split("sst2", "train", tmp_path)
+    assert str(error.value).startswith(f"{path}:3: not UTF-8 text (byte 0xe9 at offset 5 of the line)")
+    # A byte-order mark (MRPC's files start with one) is not part of the header.
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines[:2]) + b"\n")
+    assert load_glue_split("sst2", "train", tmp_path)[0]["label"] in (0, 1)

@@ -9,7 +9,7 @@ HELP = (
 def add_arguments(parser):
     parser.add_argument("bert", help="Local folder or Hub name of a BERT checkpoint.")
     parser.add_argument("--out", required=True, help="Folder to write the NasBert model (and tokenizer) to; "
-                                                     "an existing folder is replaced.")
+                                                     "an existing folder is replaced, unless it holds a model.")
 
 
 def run(args):

@@ -45,9 +45,10 @@ def table(models):
 
 
 def run(args):
-    from ..zoo import list_models, zoo_home
+    from ..zoo import discard_retired, list_models, zoo_home
 
     models = list_models(args.home)
+    discard_retired(args.home)  # versions replaced by `install --force` over an hour ago
     readable = [model for model in models if model.problem is None]
     if args.json:
         print(json.dumps([_record(model) for model in models], indent=2))
