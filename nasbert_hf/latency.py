@@ -13,12 +13,26 @@ few random whole architectures: one scale factor for the op costs of each hidden
 least squares (`op_scale`). The prediction stays a sum of per-op costs, so the search over it
 stays exact.
 
+Timings on a busy machine are noise, and a table built from noise predicts nonsense (a negative
+calibration scale, negative latencies), so a table refuses it:
+- each op is measured in `ROUNDS` independent rounds; when their estimates spread by more than
+  `MAX_SPREAD` of the timed model, the op is measured again (up to `OP_TRIES` times);
+- every coefficient must be finite and non-negative (the skeleton and the calibration scales
+  positive), so no prediction is negative; a table file that breaks this is refused on load;
+- a calibrated table is validated on a few other random whole architectures: when the median
+  relative error exceeds the device's limit (`MAX_ERROR`, or `$NASBERT_LATENCY_MAX_ERROR`), the
+  whole table is measured again, and after `TABLE_TRIES` measurements it fails with an error
+  that says so. The validation's errors are recorded in the table (`validation`).
+
 Devices (`RUNTIMES`): `cpu` and `cuda` time eager PyTorch, `ort-cpu` ONNX Runtime's CPU provider
 on the exported graph. A table is measured on the machine it describes; a run folder keeps one
 per device as `latency-<device>.json`, and latency budgets `latency=8ms@<device>` use it.
 """
 
 import importlib.util
+import logging
+import math
+import os
 import random
 import statistics
 import tempfile
@@ -39,6 +53,22 @@ from .timing import describe_machine, time_interleaved
 # Runtime's CPU provider on the graph `nasbert export-onnx` writes (the deployed path on CPUs).
 RUNTIMES = {"cpu": ("torch", "cpu"), "cuda": ("torch", "cuda"), "ort-cpu": ("onnxruntime", "cpu")}
 
+logger = logging.getLogger(__name__)
+
+ROUNDS = 3  # independent timings of each op, whose spread says whether the machine is quiet
+MAX_SPREAD = 0.1  # most spread of an op's estimates, as a fraction of the timed model's latency
+OP_TRIES = 3  # measurements of a noisy op before its quietest one is kept
+TABLE_TRIES = 2  # measurements of a whole table before a bad validation is an error
+VALIDATION_MODELS = 4  # random whole architectures a calibrated table is validated on
+# Largest median relative error on whole models a table may have. An idle machine gives about 2%
+# on cpu and 20% on ort-cpu (ONNX Runtime fuses ops; docs/search.md); a busy one 20% to 90%.
+MAX_ERROR = {"cpu": 0.25, "cuda": 0.25, "ort-cpu": 0.5}
+MAX_ERROR_ENV = "NASBERT_LATENCY_MAX_ERROR"
+
+
+class NoisyTableError(ValueError):
+    """The timings of a table do not hold together (a bad calibration or validation): measure again."""
+
 
 @dataclass
 class LatencyTable(CostModel):
@@ -53,6 +83,7 @@ class LatencyTable(CostModel):
     base_ms: dict = field(default_factory=dict)  # hidden size -> skeleton latency
     op_ms: dict = field(default_factory=dict)  # hidden size -> {op code: latency}
     op_scale: dict = field(default_factory=dict)  # hidden size -> calibration of its op costs (module doc)
+    validation: dict = field(default_factory=dict)  # the errors on whole models it was validated on (`validate`)
 
     metric = "latency"
 
@@ -61,6 +92,23 @@ class LatencyTable(CostModel):
         self.base_ms = {int(h): float(v) for h, v in self.base_ms.items()}
         self.op_ms = {int(h): {code: float(v) for code, v in ops.items()} for h, ops in self.op_ms.items()}
         self.op_scale = {int(h): float(v) for h, v in self.op_scale.items()}
+        self.check()
+
+    def check(self):
+        """Raise `ValueError` unless every coefficient is finite, the op costs non-negative and the
+        skeletons and scales positive: then no prediction can be negative."""
+        entries = [(f"skeleton at hidden size {h}", v, True) for h, v in self.base_ms.items()]
+        entries += [(f"op {code!r} at hidden size {h}", v, False)
+                    for h, ops in self.op_ms.items() for code, v in ops.items()]
+        entries += [(f"op scale at hidden size {h}", v, True) for h, v in self.op_scale.items()]
+        for what, value, positive in entries:
+            if not math.isfinite(value) or value < 0 or (positive and value == 0):
+                raise NoisyTableError(
+                    f"Latency table for {self.device}: the {what} is {value:g}, which no real timing gives "
+                    f"(it must be finite and {'positive' if positive else 'non-negative'}); the timings were noise. "
+                    f"Measure the table again on a quiet machine (`nasbert latency-table --device {self.device}`)."
+                )
+        return self
 
     def _missing(self, what, hidden_size):
         return ValueError(
@@ -99,6 +147,8 @@ class LatencyTable(CostModel):
             return cls(**read_json(path))
         except TypeError as error:
             raise ValueError(f"{path} is not a latency table: {error}") from None
+        except NoisyTableError as error:
+            raise ValueError(f"{path}: {error}") from None
 
 
 def model_runner(config, device="cpu", batch_size=1, seq_len=128):
@@ -164,12 +214,60 @@ def machine_of(device):
 
 def measure_latency_table(
     ops, hidden_sizes, device="cpu", batch_size=1, seq_len=128, embedding_size=None, vocab_size=30522,
-    copies=4, repeats=20, progress=True, calibration=(),
+    copies=4, repeats=20, progress=True, calibration=(), validation=None, max_error=None,
 ):
-    """Measure a `LatencyTable` for every op code in `ops` at every hidden size, then calibrate
-    its op costs on the whole architectures in `calibration` (none: no calibration)."""
+    """Measure a `LatencyTable` for every op code in `ops` at every hidden size, calibrate its op
+    costs on the whole architectures in `calibration` (none: no calibration), and validate it on
+    those in `validation` (default: `VALIDATION_MODELS` other random ones when calibrating, else
+    none) against `max_error` (default: `max_error_for(device)`). A table that fails calibration or
+    validation is measured again; after `TABLE_TRIES` measurements, `ValueError` says why."""
     check_device(device)
-    torch_device = RUNTIMES[device][1]
+    if validation is None:
+        validation = _default_validation(ops, hidden_sizes, calibration)
+    limit = max_error_for(device, max_error)
+    for attempt in range(1, TABLE_TRIES + 1):
+        table = _measure_ops(ops, hidden_sizes, device, batch_size, seq_len, embedding_size, vocab_size, copies,
+                             repeats, progress)
+        try:
+            if calibration:
+                calibrate(table, calibration, repeats)
+            if validation:
+                validate(table, validation, repeats, limit)
+            return table.check()
+        except NoisyTableError as error:
+            if attempt == TABLE_TRIES:
+                raise NoisyTableError(
+                    f"{error} The table was measured {TABLE_TRIES} times. Timings need a quiet machine: measure "
+                    f"again when no other jobs run, or accept a larger error with {MAX_ERROR_ENV}=<fraction> "
+                    "(`nasbert latency-table --max-error`)."
+                ) from None
+            logger.warning("%s Measuring the table again.", error)
+
+
+def max_error_for(device, max_error=None):
+    """The largest median relative error a table of `device` may have: `max_error`, else
+    `$NASBERT_LATENCY_MAX_ERROR`, else `MAX_ERROR[device]`."""
+    value = max_error if max_error is not None else os.environ.get(MAX_ERROR_ENV) or MAX_ERROR[device]
+    try:
+        limit = float(value)
+    except ValueError:
+        limit = math.nan
+    if not limit > 0:
+        raise ValueError(f"Latency max error {value!r} ({MAX_ERROR_ENV} or --max-error) must be a positive fraction.")
+    return limit
+
+
+def _default_validation(ops, hidden_sizes, calibration):
+    """`VALIDATION_MODELS` random architectures shaped like the calibration ones (another seed)."""
+    if not calibration:
+        return []
+    return random_architectures(list(ops) + ["id"], hidden_sizes, len(calibration[0].layers), VALIDATION_MODELS,
+                                seed=2)
+
+
+def _measure_ops(ops, hidden_sizes, device, batch_size, seq_len, embedding_size, vocab_size, copies, repeats,
+                 progress):
+    """The uncalibrated table: the skeleton and every op at every hidden size (`_op_ms`)."""
     table = LatencyTable(device, batch_size, seq_len, embedding_size, vocab_size, machine_of(device))
     work = [(h, code) for h in hidden_sizes for code in ops if code != "id" and h % _heads(code) == 0]
     bar = tqdm(total=len(work), desc=f"latency table ({device})", disable=not progress)
@@ -180,22 +278,47 @@ def measure_latency_table(
         for code in [c for h, c in work if h == hidden]:
             stacked = model_runner(_config(hidden, [code] * copies, embedding_size, vocab_size, seq_len),
                                    device, batch_size, seq_len)
-            times = time_interleaved({"base": skeleton, "op": stacked}, repeats, device=torch_device)
-            base_samples.append(times["base"])
-            table.op_ms[hidden][code] = max(0.0, (times["op"] - times["base"]) * 1e3 / copies)
+            what = f"{code} at H{hidden}"
+            table.op_ms[hidden][code], base_ms = _op_ms(skeleton, stacked, copies, repeats, device, what)
+            base_samples.append(base_ms)
             bar.update()
         if not base_samples:
-            base_samples.append(time_interleaved({"base": skeleton}, repeats, device=torch_device)["base"])
-        table.base_ms[hidden] = statistics.median(base_samples) * 1e3
+            base_samples.append(time_interleaved({"base": skeleton}, repeats, device=RUNTIMES[device][1])["base"] * 1e3)
+        table.base_ms[hidden] = statistics.median(base_samples)
     bar.close()
-    if calibration:
-        calibrate(table, calibration, repeats)
     return table
+
+
+def _op_ms(skeleton, stacked, copies, repeats, device, what):
+    """`(op ms, skeleton ms)` from `ROUNDS` interleaved timings of the skeleton and the stacked model.
+
+    The rounds' op estimates must agree within `MAX_SPREAD` of the stacked model's latency;
+    otherwise the op is timed again, up to `OP_TRIES` times, and the quietest try is kept (the
+    table's validation then judges it). An estimate below zero is noise around a cost too small
+    to see, hence 0."""
+    per_round = max(2, math.ceil(repeats / ROUNDS))
+    tries = []
+    for _ in range(OP_TRIES):
+        rounds = [time_interleaved({"base": skeleton, "op": stacked}, per_round, warmup=0 if index else 3,
+                                   device=RUNTIMES[device][1]) for index in range(ROUNDS)]
+        estimates = [(times["op"] - times["base"]) * 1e3 / copies for times in rounds]
+        stacked_ms = statistics.median(times["op"] for times in rounds) * 1e3
+        spread = (max(estimates) - min(estimates)) * copies / stacked_ms
+        base_ms = statistics.median(times["base"] for times in rounds) * 1e3
+        tries.append((spread, max(0.0, statistics.median(estimates)), base_ms))
+        if spread <= MAX_SPREAD:
+            break
+        logger.info("Latency of %s is noisy (estimates spread by %.0f%% of the model); timing it again.", what,
+                    100 * spread)
+    spread, op_ms, base_ms = min(tries)
+    return op_ms, base_ms
 
 
 def calibrate(table, archs, repeats=20):
     """Fit `table.op_scale[H]` so that skeleton + scale * ops best matches the measured whole
-    models of hidden size H (least squares; hidden sizes without a calibration model keep 1)."""
+    models of hidden size H (least squares; hidden sizes without a calibration model keep 1).
+    A scale that is not positive and finite (whole models measured as fast as their skeleton or
+    faster: noise) raises `NoisyTableError`."""
     table.op_scale = {}
     sums = {}
     for arch in archs:
@@ -206,6 +329,25 @@ def calibrate(table, archs, repeats=20):
         products, squares = sums.get(arch.hidden_size, (0.0, 0.0))
         sums[arch.hidden_size] = (products + ops * rest, squares + ops * ops)
     table.op_scale = {hidden: products / squares for hidden, (products, squares) in sums.items() if squares > 0}
+    return table.check()
+
+
+def validate(table, archs, repeats=20, max_error=None):
+    """Record in `table.validation` how well it predicts the whole models `archs` (`prediction_error`);
+    raise `NoisyTableError` when the median relative error exceeds `max_error` (default
+    `max_error_for(table.device)`)."""
+    limit = max_error_for(table.device, max_error)
+    rows, median = prediction_error(table, archs, repeats)
+    table.validation = {
+        "median_error": median, "max_error": max(row[2] for row in rows), "limit": limit,
+        "models": [{"architecture": str(arch), "predicted_ms": predicted, "measured_ms": measured, "error": error}
+                   for arch, (predicted, measured, error) in zip(archs, rows)],
+    }
+    if median > limit:
+        raise NoisyTableError(
+            f"Latency table for {table.device} mispredicts whole models: median error {median:.0%} (max "
+            f"{table.validation['max_error']:.0%}) on {len(rows)} random architectures, above the limit of {limit:.0%}."
+        )
     return table
 
 

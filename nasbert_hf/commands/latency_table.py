@@ -4,7 +4,7 @@ HELP = "Measure a per-op latency lookup table on this machine (and its predictio
 
 
 def add_arguments(parser):
-    from ..latency import RUNTIMES
+    from ..latency import MAX_ERROR, MAX_ERROR_ENV, RUNTIMES, VALIDATION_MODELS
 
     parser.add_argument("--config", default="tiny", help="Search space whose ops and hidden sizes to measure: a "
                         "preset, a YAML/JSON config, or a run's run_config.json (default: tiny).")
@@ -18,32 +18,40 @@ def add_arguments(parser):
     parser.add_argument("--calibrate", type=int, default=12, metavar="N",
                         help="Calibrate the table on N random whole architectures (0: skip; default 12).")
     parser.add_argument("--check", type=int, default=20, metavar="N",
-                        help="Report the prediction error on N random whole architectures (0: skip).")
+                        help="Validate the table on N random whole architectures and report the prediction error "
+                        f"(0: {VALIDATION_MODELS} when calibrating, else none; default 20).")
+    parser.add_argument("--max-error", type=float, metavar="FRACTION",
+                        help=f"Largest median relative error the validation accepts before measuring again, then "
+                        f"failing (default: ${MAX_ERROR_ENV}, else "
+                        f"{', '.join(f'{device} {limit:g}' for device, limit in MAX_ERROR.items())}).")
     parser.add_argument("--out", required=True, help="JSON file to write the table to.")
 
 
 def run(args):
     import statistics
 
-    from ..latency import measure_latency_table, prediction_error, random_architectures
+    from ..latency import measure_latency_table, random_architectures
     from ..search_space import load_search_space
 
     space = load_search_space(args.config)
     ops = sorted({code for code in space.ops if code != "id"})
     # Calibration and check use different random architectures (seeds 1 and 0).
     calibration = random_architectures(list(space.ops), space.hidden_sizes, space.num_slots, args.calibrate, seed=1)
+    check = random_architectures(list(space.ops), space.hidden_sizes, space.num_slots, args.check, seed=0)
     table = measure_latency_table(ops, space.hidden_sizes, device=args.device, batch_size=args.batch_size,
                                   seq_len=args.seq_len, embedding_size=args.embedding_size,
-                                  vocab_size=args.vocab_size, repeats=args.repeats, calibration=calibration)
+                                  vocab_size=args.vocab_size, repeats=args.repeats, calibration=calibration,
+                                  validation=check or None, max_error=args.max_error)
     table.save(args.out)
     scales = ", ".join(f"H{h}: {scale:.2f}" for h, scale in sorted(table.op_scale.items()))
     print(f"Latency table ({table.device}, batch {table.batch_size}, seq {table.seq_len}; op scales {scales}) "
           f"written to {args.out}")
-    if args.check:
-        archs = random_architectures(list(space.ops), space.hidden_sizes, space.num_slots, args.check, seed=0)
-        rows, median = prediction_error(table, archs, repeats=args.repeats)
+    rows = table.validation.get("models", [])
+    if rows:
         print("| architecture | predicted (ms) | measured (ms) | error |\n|---|---|---|---|")
-        for arch, (predicted, measured, error) in zip(archs, rows):
-            print(f"| `{arch}` | {predicted:.2f} | {measured:.2f} | {error:.1%} |")
-        print(f"\nMedian error over {len(rows)} architectures: {median:.1%} "
-              f"(max {max(r[2] for r in rows):.1%}, mean {statistics.mean(r[2] for r in rows):.1%})")
+        for row in rows:
+            print(f"| `{row['architecture']}` | {row['predicted_ms']:.2f} | {row['measured_ms']:.2f} "
+                  f"| {row['error']:.1%} |")
+        errors = [row["error"] for row in rows]
+        print(f"\nMedian error over {len(rows)} architectures: {statistics.median(errors):.1%} "
+              f"(max {max(errors):.1%}, mean {statistics.mean(errors):.1%}; limit {table.validation['limit']:.0%})")
