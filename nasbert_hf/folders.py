@@ -18,6 +18,11 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs there are not guarded against each other
+    fcntl = None
+
 CONFIG_FILE = "config.json"
 METADATA_FILE = "nasbert.json"
 MODEL_CARD_FILE = "README.md"
@@ -28,6 +33,7 @@ SUMMARY_FILE = "summary.json"  # OUT/summary.json of `nasbert compress`
 RUN_CONFIG_FILE = "run_config.json"
 SUPERNET_WEIGHTS_FILE = "supernet.safetensors"
 CANDIDATES_FILE = "candidates.json"
+LOCK_FILE = ".nasbert.lock"  # held by the command writing a folder (`folder_lock`)
 
 
 class ModelFolderError(FileNotFoundError, ValueError):
@@ -147,6 +153,41 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# -- one writer per folder ----------------------------------------------------------------------
+
+
+class FolderInUseError(OSError):
+    """Another process holds the folder's lock (`folder_lock`)."""
+
+
+@contextmanager
+def folder_lock(folder, command):
+    """Hold `folder`'s lock (`LOCK_FILE` in it, created with the folder if need be) while the block
+    runs, or raise `FolderInUseError` at once, naming the process (and its `command`) that holds it.
+
+    An `flock` lock dies with its process, so a run killed with SIGKILL leaves no stale lock and
+    resumes with the same command. The file stays: deleting it would let a third process lock a
+    new file while the second still holds the old one."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown, just starting"  # it writes its id once it holds the lock
+                raise FolderInUseError(
+                    f"{folder} is in use by another process (process id {holder}); wait for it to finish, "
+                    "or choose another output folder."
+                ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}, {command}\n")
+        handle.flush()
+        yield  # closing the file releases the lock
 
 
 # -- metadata ------------------------------------------------------------------------------------

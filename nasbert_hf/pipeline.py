@@ -6,17 +6,29 @@
 the exact search for every budget, re-scores the top candidates of each budget on the assembled
 models, and exports the best of each as `OUT/<name>/`, with `OUT/summary.json` and
 `OUT/pareto.png`.
+
+Nothing a user made is replaced silently: a model folder whose `nasbert.json` records the same
+budget and search is kept as it is (distilled or not), only missing models are exported, and a
+folder holding anything else than a plain export (a distilled or fine-tuned model, a model being
+distilled, a folder of unknown origin) is replaced only with `force` (`--force`). One command at a
+time writes a folder: `compress` and `search` hold `OUT/.nasbert.lock` while they run.
 """
 
+import hashlib
 import logging
 import math
+import os
+import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+from .architecture import Architecture
 from .export import from_supernet, model_metadata, save_model_folder
 from .folders import (
-    CANDIDATES_FILE, METADATA_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, SUPERNET_WEIGHTS_FILE, read_json, write_json,
+    CANDIDATES_FILE, METADATA_FILE, RUN_CONFIG_FILE, SUMMARY_FILE, SUPERNET_WEIGHTS_FILE, check_model_dir,
+    folder_lock, read_json, read_metadata, write_json,
 )
 from .latency import RUNTIMES, LatencyTable, check_device, measure_latency_table, measure_model_latency, random_architectures
 from .modeling import parse_op
@@ -60,6 +72,12 @@ class SearchArguments:
                           "target runs slowly (default: none).", "metavar": "OP"},
     )
     rescore_batches: int = field(default=4, metadata={"help": "Validation batches for each re-scoring."})
+    force: bool = field(
+        default=False,
+        metadata={"help": "Replace model folders of the output folder that hold more than a plain export of another "
+                          "search (distilled or fine-tuned models, folders of unknown origin); by default the search "
+                          "refuses to. Models of the same budget and search are kept either way."},
+    )
     latency_repeats: int = field(default=10, metadata={"help": "Timed repetitions per latency measurement."})
     teacher: Optional[str] = field(default=None, metadata={"help": "Teacher (default: the run's teacher)."})
     device: Optional[str] = field(default=None, metadata={"help": "torch device for re-scoring (default: cpu)."})
@@ -89,12 +107,20 @@ def compress(training_args, search_args, install=True, distill_steps=0, distill_
 
     run_dir = Path(training_args.output_dir)
     _check_search_early(training_args, search_args)
-    if is_finished(run_dir):
-        logger.info("Supernet in %s is already trained; going straight to the search.", run_dir)
-    else:
-        training_args.resume = (run_dir / RUN_CONFIG_FILE).is_file()
-        train_supernet(training_args)
-    summary = exported_summary(search_args) or search_and_export(search_args)
+    with run_lock(search_args.out, "nasbert compress"):
+        if is_finished(run_dir):
+            logger.info("Supernet in %s is already trained; going straight to the search.", run_dir)
+        else:
+            training_args.resume = (run_dir / RUN_CONFIG_FILE).is_file()
+            train_supernet(training_args)
+        summary = _search_and_export(search_args)
+        _distill_and_install(training_args, search_args, summary, install, distill_steps, distill_options)
+    return summary
+
+
+def _distill_and_install(training_args, search_args, summary, install, distill_steps, distill_options):
+    """`compress`'s last stages: distil the family's models in place, then install them in the zoo."""
+    run_dir = Path(training_args.output_dir)
     if distill_steps:
         from .distill import distill_exported
 
@@ -110,7 +136,15 @@ def compress(training_args, search_args, install=True, distill_steps=0, distill_
             installed = install_model(Path(search_args.out) / model["name"], overwrite=True)
             print(f"Installed {model['name']} in the local zoo ({installed}): "
                   f"from_pretrained({model['name']!r}) now loads it.")
-    return summary
+
+
+def run_lock(out, command):
+    """`folders.folder_lock` on the output folder, so that a second run on it fails at once instead
+    of training and exporting over the first. Taken by the main process only: in a distributed
+    launch, the other processes are the same run."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return nullcontext()
+    return folder_lock(out, command)
 
 
 def supernet_run_of(out):
@@ -118,23 +152,6 @@ def supernet_run_of(out):
     else the run its `summary.json` names (`nasbert search --out OUT`)."""
     out = Path(out)
     return out / RUN_SUBDIR if (out / RUN_SUBDIR).is_dir() else Path(read_json(out / SUMMARY_FILE)["run_dir"])
-
-
-def exported_summary(args):
-    """The summary of an earlier search-and-export of the same budgets and excluded ops whose model
-    folders are all there, or None (then the search runs)."""
-    path = Path(args.out) / SUMMARY_FILE
-    if not path.is_file():
-        return None
-    summary = read_json(path)
-    wanted = [str(budget) for budget in args.budgets]
-    same_budgets = not wanted or wanted == summary.get("budgets")
-    same_ops = sorted(summary.get("exclude_ops", [])) == sorted(args.exclude_ops)
-    complete = all((Path(args.out) / model["name"] / METADATA_FILE).is_file() for model in summary.get("models", []))
-    if same_budgets and same_ops and complete and summary.get("models"):
-        logger.info("Models in %s are already exported (%s); keeping them.", args.out, SUMMARY_FILE)
-        return summary
-    return None
 
 
 def _check_search_early(training_args, search_args):
@@ -299,65 +316,181 @@ def check_excluded_ops(excluded, space):
 
 
 def search_and_export(args):
-    """Search every budget, re-score the top candidates, export the best; returns the summary."""
+    """Search every budget, re-score the top candidates, export the best; returns the summary.
+
+    Models of `args.out` exported by the same search are kept (`kept_record`), and folders that
+    hold a user's work are never replaced without `args.force` (`check_replaceable`)."""
+    check_finished(args.run_dir)
+    with run_lock(args.out, "nasbert search"):
+        return _search_and_export(args)
+
+
+def check_finished(run_dir):
+    if not is_finished(run_dir):
+        raise FileNotFoundError(f"{run_dir} is not a finished supernet run (needs {' and '.join(FINISHED_MARKERS)}).")
+
+
+def _search_and_export(args):
     from .plots import plot_pareto
-    from .supernet import Supernet, evaluate_architecture
+    from .supernet import Supernet
     from .teacher import load_teacher
 
     run_dir = Path(args.run_dir)
-    if not is_finished(run_dir):
-        raise FileNotFoundError(f"{run_dir} is not a finished supernet run (needs {' and '.join(FINISHED_MARKERS)}).")
+    check_finished(run_dir)
     supernet, space, run_config = Supernet.from_run(run_dir, device=args.device)
     teacher = load_teacher(args.teacher or run_config["teacher"], device=args.device)
     tables = load_candidates(run_dir / CANDIDATES_FILE)
     check_excluded_ops(args.exclude_ops, space)
     tables = tables.without_ops(args.exclude_ops)
-    seq_len = run_config["seq_len"]
-    dimensions = teacher_dimensions(teacher)
-    params = cost_model_for(Budget("params", math.inf), seq_len, **dimensions)
+    params = cost_model_for(Budget("params", math.inf), run_config["seq_len"], **teacher_dimensions(teacher))
     budgets = _unique(args.budgets) or auto_budgets(tables, params, teacher.num_parameters())
+    settings = search_settings(args, run_dir)
+    out = Path(args.out)
+    earlier = read_json(out / SUMMARY_FILE) if (out / SUMMARY_FILE).is_file() else {}
+    records = {budget.name: kept_record(out, budget, settings, earlier, run_dir) for budget in budgets}
+    missing = [budget for budget in budgets if records[budget.name] is None]
+    summary = {"run_dir": str(run_dir), "run_fingerprint": settings["run_fingerprint"], "teacher": run_config["teacher"],
+               "teacher_params": teacher.num_parameters(), "budgets": [str(b) for b in budgets],
+               "exclude_ops": list(args.exclude_ops)}
+    if not missing and earlier == {**summary, "models": [records[b.name] for b in budgets]}:
+        logger.info("Models in %s are already exported (%s); keeping them.", out, SUMMARY_FILE)
+        return earlier
+    check_replaceable(out, [budget.name for budget in missing], args.force, run_dir)
     # CPU always (every model card reports it), and each device a latency budget names.
     devices = ["cpu"] + sorted({b.device for b in budgets if b.metric == "latency"} - {"cpu"})
-    latency = {device: run_latency_table(run_dir, space, teacher, seq_len, device, args.latency_repeats)
+    latency = {device: run_latency_table(run_dir, space, teacher, run_config["seq_len"], device, args.latency_repeats)
                for device in devices}
-    cached = CachedTeacher(teacher)
-    batches = validation_batches(run_config, teacher, args.rescore_batches)
+    for name in [budget.name for budget in budgets if budget not in missing]:
+        logger.info("%s: keeping %s, the model of this search (%s).", name, out / name, records[name]["architecture"])
+    if missing:
+        family = FamilySearch(args, supernet, space, run_config, teacher, tables, latency, settings)
+        records.update({budget.name: family.export(budget, out) for budget in missing})
+    summary["models"] = [records[budget.name] for budget in budgets]
+    chosen = [(m["name"], Architecture.parse(m["architecture"]), m["losses"]["approx_sum_of_block_losses"])
+              for m in summary["models"]]
+    plot_pareto(tables, chosen, {"parameters (all, embeddings included)": params,
+                                 "predicted CPU latency (ms, batch 1)": latency["cpu"]}, out / "pareto.png")
+    write_json(out / SUMMARY_FILE, summary)
+    return summary
 
-    chosen, models = [], []
-    out = Path(args.out)
-    for budget in budgets:
-        cost_model = cost_model_for(budget, seq_len, latency_tables=latency, **dimensions)
+
+def search_settings(args, run_dir):
+    """What decides the model of a budget besides the budget: the supernet run (the digest of its
+    candidates) and the search arguments. Each model's `nasbert.json` records them (`search`)."""
+    digest = hashlib.sha256((Path(run_dir) / CANDIDATES_FILE).read_bytes()).hexdigest()[:16]
+    return {"run_fingerprint": digest, "exclude_ops": sorted(args.exclude_ops), "top_k": args.top_k,
+            "min_budget_use": args.min_budget_use, "rescore_batches": args.rescore_batches,
+            "rescore_teacher": args.teacher}
+
+
+def kept_record(out, budget, settings, earlier, run_dir):
+    """The summary record of `OUT/<budget name>` when that folder holds this search's model of
+    `budget` (as exported, or distilled or fine-tuned since), else None: it must be exported."""
+    folder = out / budget.name
+    try:
+        check_model_dir(folder)
+        metadata = read_metadata(folder) or {}
+    except (FileNotFoundError, ValueError):
+        return None  # absent or damaged: `check_replaceable` decides whether it may be replaced
+    search = metadata.get("search") or {}
+    if metadata.get("budget") != str(budget):
+        return None
+    if "run_fingerprint" not in search:  # exported before models recorded their run: the summary vouches
+        return _listed_record(budget, settings, earlier, run_dir)
+    if any(search.get(key) != value for key, value in settings.items()):
+        return None
+    return {key: metadata.get(key) for key in SUMMARY_FIELDS}
+
+
+def _listed_record(budget, settings, earlier, run_dir):
+    """`budget`'s record in an `earlier` summary of the same run and excluded ops, or None."""
+    same_run = "run_dir" in earlier and Path(earlier["run_dir"]).resolve() == Path(run_dir).resolve()
+    same_ops = sorted(earlier.get("exclude_ops", [])) == settings["exclude_ops"]
+    listed = [m for m in earlier.get("models", []) if m.get("name") == budget.name and m.get("budget") == str(budget)]
+    return listed[0] if same_run and same_ops and listed else None
+
+
+def check_replaceable(out, names, force, run_dir):
+    """Refuse, unless `force`, to export over model folders that hold a user's work (`user_work`)."""
+    held = {name: reason for name in names if (reason := user_work(out, name))}
+    if held and not force:
+        raise ValueError(
+            "; ".join(f"{out / name} {reason}" for name, reason in held.items())
+            + f". This search would replace {'it' if len(held) == 1 else 'them'} with a new export: pass --force "
+            f"to replace {'it' if len(held) == 1 else 'them'}, or write the new models elsewhere with --out "
+            f"(`nasbert search {run_dir} --out OTHER_FOLDER` searches the same supernet again)."
+        )
+    for name, reason in held.items():
+        logger.warning("--force: replacing %s, which %s.", out / name, reason)
+
+
+def user_work(out, name):
+    """Why `OUT/<name>` holds a user's work (the end of a sentence), or None when it is absent or a
+    plain export, which a search makes again in seconds."""
+    from .distill import RUNS_SUBDIR
+    from .training import CHECKPOINTS
+
+    folder = out / name
+    if not folder.exists():
+        return None
+    if (out / RUNS_SUBDIR / name / CHECKPOINTS).is_dir():
+        return f"is being distilled (checkpoints in {out / RUNS_SUBDIR / name})"
+    try:
+        metadata = read_metadata(folder)
+    except ValueError as error:
+        return f"has an unreadable {METADATA_FILE} ({error})"
+    if not metadata or "search" not in metadata:
+        return f"was not exported by a search (its {METADATA_FILE} has no search record)"
+    if metadata.get("distillation"):
+        return f"holds a distilled model ({metadata['distillation'].get('steps')} steps)"
+    if metadata.get("scores"):
+        return f"holds a model with fine-tuning scores ({', '.join(metadata['scores'])})"
+    return None
+
+
+class FamilySearch:
+    """Search, re-score and export the model of one budget; holds what all budgets share."""
+
+    def __init__(self, args, supernet, space, run_config, teacher, tables, latency, settings):
+        self.args, self.supernet, self.space, self.run_config = args, supernet, space, run_config
+        self.teacher, self.tables, self.latency, self.settings = teacher, tables, latency, settings
+        self.cached = CachedTeacher(teacher)
+        self.batches = validation_batches(run_config, teacher, args.rescore_batches)
+
+    def export(self, budget, out):
+        """Export the best model of `budget` as `OUT/<budget name>`; returns its summary record."""
+        from .distill import RUNS_SUBDIR
+        from .supernet import evaluate_architecture
+
+        args, seq_len, teacher = self.args, self.run_config["seq_len"], self.teacher
+        cost_model = cost_model_for(budget, seq_len, latency_tables=self.latency, **teacher_dimensions(teacher))
         # Re-score the top k of *every* embedding width on the assembled models: summed block
         # losses (each block fed the teacher's states) rank whole models only approximately.
-        candidates = _family_candidates(tables, cost_model, budget, args)
-        scored = [(evaluate_architecture(supernet, cached, r.architecture, batches), r) for r in candidates]
+        candidates = _family_candidates(self.tables, cost_model, budget, args)
+        scored = [(evaluate_architecture(self.supernet, self.cached, r.architecture, self.batches), r)
+                  for r in candidates]
         loss, best = min(scored, key=lambda item: (item[0], item[1].approx_loss))
         arch = best.architecture
-        model = from_supernet(supernet, arch, teacher)
+        model = from_supernet(self.supernet, arch, teacher)
         metadata = model_metadata(
             budget.name, arch, model.config,
             budget=str(budget),
-            latency_ms=latencies(arch, latency, seq_len, teacher, args.latency_repeats),
-            block_hidden_sizes=[block.hidden_size for block in space.split(arch)],
-            teacher=run_config["teacher"],
+            latency_ms=latencies(arch, self.latency, seq_len, teacher, args.latency_repeats),
+            block_hidden_sizes=[block.hidden_size for block in self.space.split(arch)],
+            teacher=self.run_config["teacher"],
             teacher_params=teacher.num_parameters(),
-            corpus=run_config.get("corpus") or "embedded Wikipedia sample",
+            corpus=self.run_config.get("corpus") or "embedded Wikipedia sample",
             losses={"approx_sum_of_block_losses": best.approx_loss, "assembled_validation_mse": loss},
-            search={"space": run_config["search_space"], "top_k": args.top_k, "exclude_ops": args.exclude_ops,
+            search={"space": self.run_config["search_space"], **self.settings,
                     "rescored": [{"architecture": str(r.architecture), "approx_loss": r.approx_loss,
                                   "assembled_loss": value} for value, r in scored]},
         )
+        replaced = (out / budget.name).exists()
         save_model_folder(model, teacher.tokenizer, metadata, out / budget.name)
-        chosen.append((budget.name, arch, best.approx_loss))
-        models.append({key: metadata[key] for key in SUMMARY_FIELDS})
+        if replaced:  # a distillation run of the model replaced cannot resume on this one
+            shutil.rmtree(out / RUNS_SUBDIR / budget.name, ignore_errors=True)
         logger.info("%s: %s (assembled loss %.4f)", budget.name, arch, loss)
-
-    plot_pareto(tables, chosen, {"parameters (all, embeddings included)": params,
-                                 "predicted CPU latency (ms, batch 1)": latency["cpu"]}, out / "pareto.png")
-    summary = {"run_dir": str(run_dir), "teacher": run_config["teacher"], "teacher_params": teacher.num_parameters(),
-               "budgets": [str(b) for b in budgets], "exclude_ops": list(args.exclude_ops), "models": models}
-    write_json(out / SUMMARY_FILE, summary)
-    return summary
+        return {key: metadata[key] for key in SUMMARY_FIELDS}
 
 
 def _family_candidates(tables, cost_model, budget, args):

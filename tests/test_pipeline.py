@@ -2,17 +2,25 @@
 
 import json
 import math
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 import torch
-from conftest import supernet_arguments
+from conftest import make_model_dir, supernet_arguments
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from nasbert_hf import Architecture, count_params
+from nasbert_hf.cli import main
 from nasbert_hf.latency import LatencyTable
-from nasbert_hf.pipeline import SearchArguments, auto_budgets, check_budgets, compress, search_and_export
+from nasbert_hf.pipeline import (
+    SearchArguments, auto_budgets, check_budgets, compress, search_and_export, user_work,
+)
 from nasbert_hf.search import Budget, cost_model_for, load_candidates, minimum_cost
 from nasbert_hf.export import from_supernet
 from nasbert_hf.supernet import Supernet
@@ -74,7 +82,8 @@ def test_every_exported_model_respects_its_total_parameter_budget(compressed, su
 def test_rerunning_a_finished_job_keeps_its_models(compressed, supernet_setup):
     out, run_dir, summary, _ = compressed
     before = {m["name"]: (out / m["name"] / "model.safetensors").stat().st_mtime_ns for m in summary["models"]}
-    searching = SearchArguments(run_dir=str(run_dir), budgets=BUDGETS, out=str(out), latency_repeats=2)
+    searching = SearchArguments(run_dir=str(run_dir), budgets=BUDGETS, out=str(out), top_k=3, rescore_batches=2,
+                                latency_repeats=2)  # the same search as the first run's
     assert compress(supernet_arguments(supernet_setup, run_dir), searching, install=False) == summary
     assert before == {m["name"]: (out / m["name"] / "model.safetensors").stat().st_mtime_ns for m in summary["models"]}
 
@@ -247,3 +256,106 @@ def test_report_fine_tunes_every_model_and_records_scores(compressed, shared_dat
     before = {p: p.stat().st_mtime for p in (out / "report").rglob("eval_results.json")}
     assert report(args) == table
     assert before == {p: p.stat().st_mtime for p in (out / "report").rglob("eval_results.json")}
+
+
+# -- re-runs never replace a user's work; one run per folder --------------------------------------
+
+
+@pytest.fixture
+def finished_copy(compressed, tmp_path):
+    """A copy of the finished compress folder (the same supernet run), and its search arguments."""
+    out = tmp_path / "out"
+    shutil.copytree(compressed[0], out, ignore=shutil.ignore_patterns("checkpoints"))
+    searching = SearchArguments(run_dir=str(out / "supernet-run"), budgets=BUDGETS, out=str(out), top_k=3,
+                                rescore_batches=2, latency_repeats=2)
+    return out, searching
+
+
+def mark_distilled(folder, steps=5):
+    """What `nasbert distill` records in a model it distilled (its weights then differ from the export's)."""
+    record = json.loads((folder / "nasbert.json").read_text())
+    (folder / "nasbert.json").write_text(json.dumps({**record, "distillation": {"steps": steps}}))
+
+
+def test_a_search_never_replaces_a_distilled_model_silently(finished_copy, supernet_setup, capsys):
+    out, searching = finished_copy
+    distilled = out / "nasbert-320K"
+    mark_distilled(distilled)
+    before = (distilled / "model.safetensors").read_bytes()
+    # The same search keeps it; a search with other settings (here top_k) would replace it, and is refused.
+    result = search_and_export(replace(searching, budgets=BUDGETS[:1]))
+    assert [m["name"] for m in result["models"]] == ["nasbert-320K"]
+    assert main(["search", searching.run_dir, "--out", str(out), "--budgets", BUDGETS[0]]) == 2
+    error = capsys.readouterr().err
+    assert f"{distilled} holds a distilled model (5 steps)" in error and "pass --force" in error
+    with pytest.raises(ValueError, match="nasbert-320K holds a distilled model.*pass --force"):
+        compress(supernet_arguments(supernet_setup, out / "supernet-run"), replace(searching, exclude_ops=["conv"]),
+                 install=False)
+    assert (distilled / "model.safetensors").read_bytes() == before
+    assert json.loads((distilled / "nasbert.json").read_text())["distillation"] == {"steps": 5}
+    # --force replaces it, and the distillation run of the model it replaced goes with it.
+    (out / "distill-runs" / "nasbert-320K").mkdir(parents=True)
+    search_and_export(replace(searching, budgets=BUDGETS[:1], top_k=2, force=True))
+    assert "distillation" not in json.loads((distilled / "nasbert.json").read_text())
+    assert not (out / "distill-runs" / "nasbert-320K").exists()
+
+
+def test_user_work_says_what_a_model_folder_holds(tmp_path):
+    """What a search may replace (None: absent, or a plain export) and what it may not without --force."""
+    assert user_work(tmp_path, "nasbert-5M") is None
+    folder = make_model_dir(tmp_path / "nasbert-5M")
+    record = json.loads((folder / "nasbert.json").read_text())
+    assert "was not exported by a search" in user_work(tmp_path, "nasbert-5M")
+    for extra, reason in [({}, None), ({"distillation": {"steps": 3}}, "holds a distilled model (3 steps)"),
+                          ({"scores": {"sst2": 80.0}}, "holds a model with fine-tuning scores (sst2)")]:
+        (folder / "nasbert.json").write_text(json.dumps({**record, "search": {"top_k": 5}, **extra}))
+        assert user_work(tmp_path, "nasbert-5M") == reason
+    (tmp_path / "distill-runs" / "nasbert-5M" / "checkpoints").mkdir(parents=True)
+    assert user_work(tmp_path, "nasbert-5M").startswith("is being distilled")
+    (folder / "nasbert.json").write_text("{")
+    shutil.rmtree(tmp_path / "distill-runs")
+    assert user_work(tmp_path, "nasbert-5M").startswith("has an unreadable nasbert.json")
+
+
+def test_a_missing_model_folder_is_exported_alone(finished_copy, supernet_setup):
+    out, searching = finished_copy
+    shutil.rmtree(out / "nasbert-450K")
+    others = {name: (out / name / "model.safetensors").stat().st_mtime_ns for name in ("nasbert-320K", "nasbert-600K")}
+    summary = compress(supernet_arguments(supernet_setup, out / "supernet-run"), searching, install=False)
+    assert [m["name"] for m in summary["models"]] == ["nasbert-320K", "nasbert-450K", "nasbert-600K"]
+    assert (out / "nasbert-450K" / "model.safetensors").is_file()
+    assert others == {name: (out / name / "model.safetensors").stat().st_mtime_ns for name in others}
+
+
+def test_default_budgets_after_a_budgets_run_give_the_default_family(finished_copy, supernet_setup):
+    """A plain compress on a folder whose last search had other budgets searches the default family."""
+    out, searching = finished_copy
+    one = compress(supernet_arguments(supernet_setup, out / "supernet-run"), replace(searching, budgets=["params=500K"]),
+                   install=False)
+    assert [m["name"] for m in one["models"]] == ["nasbert-500K"]
+    tables = load_candidates(out / "supernet-run" / "candidates.json")
+    teacher = load_teacher(supernet_setup["teacher"])
+    defaults = auto_budgets(tables, params_cost(supernet_setup["teacher"]), teacher.num_parameters())
+    summary = compress(supernet_arguments(supernet_setup, out / "supernet-run"), replace(searching, budgets=[]),
+                       install=False)
+    assert summary["budgets"] == [str(b) for b in defaults] and len(defaults) > 1
+    assert [m["name"] for m in summary["models"]] == [b.name for b in defaults]
+    assert (out / "nasbert-500K" / "model.safetensors").is_file()  # the earlier search's model is left alone
+
+
+def test_a_second_run_on_the_same_folder_fails_at_once_naming_the_first(finished_copy, supernet_setup, capsys):
+    out, searching = finished_copy
+    script = ("import time\nfrom nasbert_hf.folders import folder_lock\n"
+              f"with folder_lock({str(out)!r}, 'nasbert compress'):\n    print('locked', flush=True)\n    time.sleep(300)")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        in_use = re.escape(f"{out} is in use by another process (process id {holder.pid}, nasbert compress)")
+        with pytest.raises(OSError, match=in_use):
+            compress(supernet_arguments(supernet_setup, out / "supernet-run"), searching, install=False)
+        assert main(["search", searching.run_dir, "--out", str(out)]) == 2
+        assert f"process id {holder.pid}" in capsys.readouterr().err
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # a killed holder leaves no stale lock
+        holder.wait()
+    assert compress(supernet_arguments(supernet_setup, out / "supernet-run"), searching, install=False)["models"]

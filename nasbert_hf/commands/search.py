@@ -2,8 +2,8 @@
 
 HELP = "Search a trained supernet for the best model of each budget and export them (seconds)."
 
-# The SearchArguments that choose the family, shared with `nasbert compress`.
-SELECTION = ("budgets", "top_k", "min_budget_use", "exclude_ops")
+# The SearchArguments that choose the family, and --force, shared with `nasbert compress`.
+SELECTION = ("budgets", "top_k", "min_budget_use", "exclude_ops", "force")
 ALIASES = {"budgets": ["--budget"], "exclude_ops": ["--exclude-op"]}
 
 
@@ -16,7 +16,7 @@ def add_arguments(parser):
 
 
 def add_selection_arguments(parser):
-    """The flags that choose the family (shared with `nasbert compress`)."""
+    """The flags that choose the family, and --force (shared with `nasbert compress`)."""
     from ..arguments import add_dataclass_arguments
     from ..pipeline import SearchArguments
 
