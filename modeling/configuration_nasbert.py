@@ -8,6 +8,12 @@ from transformers import PretrainedConfig
 
 OP_TYPES = ("mha", "ffn", "conv", "id")
 
+# How an embedding narrower than the first slot is factorised: "all" (the first design: every table
+# E wide, a LayerNorm at E, then one projection to the slot's width) or "word" (only the word table
+# is E wide and projected; positions, token types and the LayerNorm are at the slot's width, as a
+# teacher's embedding with a factorised word table is).
+EMBEDDING_FACTORIZATIONS = ("all", "word")
+
 # Every saved config names all the Auto classes, whichever head was saved, so that
 # `AutoModel*.from_pretrained(dir, trust_remote_code=True)` finds the code copied beside it.
 AUTO_MAP = {
@@ -24,21 +30,39 @@ DEFAULT_LAYERS = ("mha:12", "ffn:3072") * 12
 
 
 def parse_op(code):
-    """Split an op code into `(op_type, size)`: `"mha:4" -> ("mha", 4)`, `"id" -> ("id", 0)`.
+    """Split an op code into `(op_type, size)`: `"mha:4" -> ("mha", 4)`, `"mha:6x32" -> ("mha", 6)`,
+    `"id" -> ("id", 0)`. For attention the size is the head count (`parse_attention` gives the head size).
 
     Raises `ValueError` naming the code and the valid forms.
     """
+    return _split_op(code)[:2]
+
+
+def parse_attention(code):
+    """`(num_heads, head_size)` of an `mha` code: `"mha:6x32" -> (6, 32)`; `"mha:4" -> (4, None)`, where
+    the head size is the slot's width divided by the head count."""
+    kind, heads, head_size = _split_op(code)
+    if kind != "mha":
+        raise ValueError(f"Op code {code!r} is not an attention op ('mha:H' or 'mha:HxD').")
+    return heads, head_size
+
+
+def _split_op(code):
     if not isinstance(code, str):
-        raise ValueError(f"Op code {code!r} must be a string like 'mha:4', 'ffn:1024', 'conv:3' or 'id'.")
+        raise ValueError(f"Op code {code!r} must be a string like 'mha:4', 'mha:6x32', 'ffn:1024', 'conv:3' or 'id'.")
     kind, sep, arg = code.partition(":")
     if kind == "id" and not sep:
-        return "id", 0
-    if kind not in OP_TYPES or kind == "id" or not arg.isdigit() or int(arg) <= 0:
+        return "id", 0, None
+    size, times, head_size = arg.partition("x")
+    valid = size.isdigit() and int(size) > 0 and (not times or (kind == "mha" and head_size.isdigit()
+                                                                and int(head_size) > 0))
+    if kind not in OP_TYPES or kind == "id" or not valid:
         raise ValueError(
-            f"Unknown op code {code!r}: expected 'mha:H' (H heads), 'ffn:D' (inner size D), "
-            "'conv:K' (odd kernel K) or 'id', with H, D, K positive integers."
+            f"Unknown op code {code!r}: expected 'mha:H' (H heads of width/H dims), 'mha:HxD' (H heads of D dims, "
+            "e.g. a teacher's own heads), 'ffn:D' (inner size D), 'conv:K' (odd kernel K) or 'id', with H, D, K "
+            "positive integers."
         )
-    return kind, int(arg)
+    return kind, int(size), int(head_size) if times else None
 
 
 def validate_layers(layers, hidden_size):
@@ -52,7 +76,7 @@ def validate_layers(layers, hidden_size):
     widths = slot_widths(layers, hidden_size)
     for index, (code, width) in enumerate(zip(layers, widths)):
         kind, size = parse_op(code)
-        if kind == "mha" and width % size:
+        if kind == "mha" and parse_attention(code)[1] is None and width % size:
             raise ValueError(
                 f"Slot {index} ({code!r}): hidden size {width} is not divisible by {size} heads; "
                 f"valid head counts divide {width}."
@@ -97,7 +121,7 @@ class NasBertConfig(PretrainedConfig):
         hidden_size (`int`, defaults to 768): width of the model's output (what the pooler and heads
             read), and of every op slot unless `layer_hidden_sizes` says otherwise.
         layers (`list[str]`): one op code per slot, applied in order: `"mha:H"` multi-head self-attention
-            with H heads, `"ffn:D"` feed-forward with inner size D, `"conv:K"` separable 1-D convolution
+            with H heads of `width / H` dims, `"mha:HxD"` with H heads of D dims (a teacher's own heads), `"ffn:D"` feed-forward with inner size D, `"conv:K"` separable 1-D convolution
             with (odd) kernel K, `"id"` identity. Every op but `id` is a post-LN residual sub-layer.
         layer_hidden_sizes (`list[int]`, *optional*): one width per slot, when the width changes from
             slot to slot (as in the NAS-BERT paper); the last must equal `hidden_size`. Between slots of
@@ -109,6 +133,11 @@ class NasBertConfig(PretrainedConfig):
             possible when the sizes are equal). Defaults to "when `embedding_size` differs from the first
             slot's width";
             models exported from a supernet always have one (block 0 reads a projection of the embeddings).
+        embedding_factorization (`str`, defaults to `"all"`): what the projection factorises. `"all"`: every
+            table is `embedding_size` wide, with a LayerNorm at that width, then the projection. `"word"`: only
+            the word table is `embedding_size` wide; its projection is added to position and token-type tables
+            at the first slot's width, then a LayerNorm at that width (a teacher's embedding with a factorised
+            word table; with `embedding_size` equal to the width it is the teacher's embedding exactly).
         hidden_act (`str`, defaults to `"gelu"`): activation of `ffn` and `conv` ops and of the MLM head.
         hidden_dropout_prob, attention_probs_dropout_prob (`float`): dropout probabilities as in BERT.
         max_position_embeddings, type_vocab_size, layer_norm_eps, initializer_range, classifier_dropout:
@@ -124,6 +153,7 @@ class NasBertConfig(PretrainedConfig):
         layers=DEFAULT_LAYERS,
         embedding_size=None,
         embedding_projection=None,
+        embedding_factorization="all",
         layer_hidden_sizes=None,
         hidden_act="gelu",
         hidden_dropout_prob=0.1,
@@ -161,6 +191,11 @@ class NasBertConfig(PretrainedConfig):
                 f"got {self.embedding_size} and {first}."
             )
         self.embedding_projection = embedding_projection
+        if embedding_factorization not in EMBEDDING_FACTORIZATIONS:
+            raise ValueError(
+                f"embedding_factorization={embedding_factorization!r}: expected one of {list(EMBEDDING_FACTORIZATIONS)}."
+            )
+        self.embedding_factorization = embedding_factorization
         self.hidden_act = hidden_act
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
@@ -191,4 +226,5 @@ class NasBertConfig(PretrainedConfig):
         return len(self.layers)
 
 
-__all__ = ["NasBertConfig", "parse_op", "validate_layers", "slot_widths", "OP_TYPES"]
+__all__ = ["NasBertConfig", "parse_op", "parse_attention", "validate_layers", "slot_widths", "OP_TYPES",
+           "EMBEDDING_FACTORIZATIONS"]

@@ -28,7 +28,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
-from .configuration_nasbert import NasBertConfig, parse_op
+from .configuration_nasbert import NasBertConfig, parse_attention, parse_op
 
 
 def sliced_linear(x, layer, out_features=None):
@@ -79,22 +79,28 @@ class NasBertOp(nn.Module):
 
 
 class NasBertAttention(NasBertOp):
-    """Multi-head self-attention (`mha:H`); the head size is `hidden_size / num_heads`."""
+    """Multi-head self-attention: `mha:H` (H heads of `width / H` dims) or `mha:HxD` (H heads of D
+    dims, e.g. some of a teacher's heads at the teacher's head size). The query, key and value
+    rows are laid out head after head, so fewer heads are a leading slice."""
 
-    def __init__(self, config, num_heads, hidden):
+    def __init__(self, config, num_heads, hidden, head_size=None):
         super().__init__(config, hidden)
         self.num_heads = num_heads
-        self.query = nn.Linear(hidden, hidden)
-        self.key = nn.Linear(hidden, hidden)
-        self.value = nn.Linear(hidden, hidden)
-        self.output = nn.Linear(hidden, hidden)
+        self.head_size = head_size
+        inner = hidden if head_size is None else num_heads * head_size
+        self.query = nn.Linear(hidden, inner)
+        self.key = nn.Linear(hidden, inner)
+        self.value = nn.Linear(hidden, inner)
+        self.output = nn.Linear(inner, hidden)
         self.attention_dropout = config.attention_probs_dropout_prob
 
     def transform(self, hidden_states, key_mask, output_attentions):
         batch, length, width = hidden_states.shape
-        shape = (batch, length, self.num_heads, width // self.num_heads)
+        head_size = self.head_size or width // self.num_heads
+        inner = self.num_heads * head_size
+        shape = (batch, length, self.num_heads, head_size)
         q, k, v = (
-            sliced_linear(hidden_states, layer, width).view(shape).transpose(1, 2)
+            sliced_linear(hidden_states, layer, inner).view(shape).transpose(1, 2)
             for layer in (self.query, self.key, self.value)
         )
         mask = None if key_mask is None else key_mask[:, None, None, :]
@@ -109,7 +115,7 @@ class NasBertAttention(NasBertOp):
         else:
             probs = None
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        context = context.transpose(1, 2).reshape(batch, length, width)
+        context = context.transpose(1, 2).reshape(batch, length, inner)
         return sliced_linear(context, self.output, width), probs
 
 
@@ -162,10 +168,10 @@ class NasBertIdentity(nn.Module):
 
 
 OP_CLASSES = {
-    "mha": NasBertAttention,
-    "ffn": NasBertFeedForward,
-    "conv": NasBertSeparableConv,
-    "id": lambda config, size, hidden: NasBertIdentity(),
+    "mha": lambda config, size, hidden, code: NasBertAttention(config, size, hidden, parse_attention(code)[1]),
+    "ffn": lambda config, size, hidden, code: NasBertFeedForward(config, size, hidden),
+    "conv": lambda config, size, hidden, code: NasBertSeparableConv(config, size, hidden),
+    "id": lambda config, size, hidden, code: NasBertIdentity(),
 }
 
 
@@ -173,23 +179,28 @@ def build_op(code, config, hidden_size=None):
     """The module for one op code, e.g. `build_op("conv:5", config)`, built at `hidden_size`
     features (default `config.hidden_size`; the encoder passes each slot's own width)."""
     kind, size = parse_op(code)
-    return OP_CLASSES[kind](config, size, config.hidden_size if hidden_size is None else hidden_size)
+    return OP_CLASSES[kind](config, size, config.hidden_size if hidden_size is None else hidden_size, code)
 
 
 class NasBertEmbeddings(nn.Module):
-    """Word + position + token-type embeddings, LayerNorm and dropout, then a projection to the
+    """Word + position + token-type embeddings, LayerNorm and dropout, with a projection to the
     first slot's width when `embedding_size` differs (embeddings dominate the size of small models)
-    or when the config asks for one (`embedding_projection`)."""
+    or when the config asks for one (`embedding_projection`).
+
+    `config.embedding_factorization` says what is `embedding_size` wide: every table, with the
+    projection after the LayerNorm (`"all"`), or only the word table, projected before the sum with
+    position and token-type tables at the slot's width (`"word"`: a factorised teacher table)."""
 
     def __init__(self, config):
         super().__init__()
-        size = config.embedding_size
+        size, first = config.embedding_size, config.slot_hidden_sizes[0]
+        self.factorize_words_only = config.embedding_factorization == "word"
+        table = first if self.factorize_words_only else size
         self.word_embeddings = nn.Embedding(config.vocab_size, size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, size)
-        self.LayerNorm = nn.LayerNorm(size, eps=config.layer_norm_eps)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, table)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, table)
+        self.LayerNorm = nn.LayerNorm(table, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        first = config.slot_hidden_sizes[0]
         self.projection = nn.Linear(size, first) if config.has_embedding_projection else None
 
     def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
@@ -201,9 +212,11 @@ class NasBertEmbeddings(nn.Module):
             position_ids = torch.arange(length, device=inputs_embeds.device)[None]
         if token_type_ids is None:
             token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        if self.factorize_words_only and self.projection is not None:
+            inputs_embeds = self.projection(inputs_embeds)
         embeddings = inputs_embeds + self.position_embeddings(position_ids) + self.token_type_embeddings(token_type_ids)
         embeddings = self.dropout(self.LayerNorm(embeddings))
-        return embeddings if self.projection is None else self.projection(embeddings)
+        return embeddings if self.factorize_words_only or self.projection is None else self.projection(embeddings)
 
     def _check_length(self, length):
         # Without this, a too-long input fails deep in nn.Embedding with "index out of range in self".

@@ -7,7 +7,7 @@ real modules (`sum(p.numel())` and `FlopCounterMode`).
 """
 
 from .architecture import Architecture
-from .modeling import NasBertConfig, parse_op
+from .modeling import NasBertConfig, parse_attention, parse_op
 
 
 def _as_config(config_or_arch):
@@ -23,7 +23,8 @@ def op_params(code, hidden):
     kind, size = parse_op(code)
     norm = 2 * hidden
     if kind == "mha":
-        return 4 * (hidden * hidden + hidden) + norm
+        inner = attention_width(code, hidden)
+        return 4 * hidden * inner + 3 * inner + hidden + norm
     if kind == "ffn":
         return hidden * size + size + size * hidden + hidden + norm
     if kind == "conv":
@@ -31,12 +32,19 @@ def op_params(code, hidden):
     return 0
 
 
+def attention_width(code, hidden):
+    """Query/key/value width of an `mha` op at hidden size `hidden`: heads x head size."""
+    heads, head_size = parse_attention(code)
+    return hidden if head_size is None else heads * head_size
+
+
 def op_flops(code, hidden, seq_len):
     """FLOPs of one op slot for one sequence of `seq_len` tokens."""
     kind, size = parse_op(code)
     if kind == "mha":
         # q, k, v, output projections + the two attention products (scores and context).
-        return 4 * 2 * seq_len * hidden * hidden + 2 * 2 * seq_len * seq_len * hidden
+        inner = attention_width(code, hidden)
+        return 4 * 2 * seq_len * hidden * inner + 2 * 2 * seq_len * seq_len * inner
     if kind == "ffn":
         return 2 * 2 * seq_len * hidden * size
     if kind == "conv":
@@ -46,11 +54,19 @@ def op_flops(code, hidden, seq_len):
 
 def embedding_params(config):
     """Parameters of the embeddings module: tables, LayerNorm, and the projection to the first slot's width."""
-    size = config.embedding_size
     first = config.slot_hidden_sizes[0]
-    tables = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * size
-    projection = size * first + first if config.has_embedding_projection else 0
-    return tables + 2 * size + projection
+    return factorized_embedding_params(
+        config.vocab_size, config.max_position_embeddings, config.type_vocab_size, config.embedding_size, first,
+        config.embedding_factorization, config.has_embedding_projection,
+    )
+
+
+def factorized_embedding_params(vocab_size, max_positions, type_vocab_size, size, first, factorization, projection):
+    """Embedding parameters of an `embedding_size` of `size` before a first slot of width `first`
+    (`NasBertConfig.embedding_factorization`: "all" or "word"; `projection`: whether it has one)."""
+    table = first if factorization == "word" else size
+    words = vocab_size * size + (size * first + first if projection else 0)
+    return words + (max_positions + type_vocab_size) * table + 2 * table
 
 
 def count_params(config, embeddings=True, pooler=True):
@@ -124,19 +140,25 @@ class ParamsCost(CostModel):
 
     metric = "params"
 
-    def __init__(self, vocab_size=30522, max_position_embeddings=512, type_vocab_size=2, embedding_size=None):
+    def __init__(self, vocab_size=30522, max_position_embeddings=512, type_vocab_size=2, embedding_size=None,
+                 embedding_factorization="all"):
         self.vocab_size = vocab_size
         self.max_position_embeddings = max_position_embeddings
         self.type_vocab_size = type_vocab_size
         self.embedding_size = embedding_size
+        self.embedding_factorization = embedding_factorization
 
     def op_cost(self, code, hidden_size):
         return op_params(code, hidden_size)
 
     def embedding_cost(self, embedding_size, hidden_size):
-        tables = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * embedding_size
-        # Exported models always project the embeddings (block 0 reads its projection of them).
-        return tables + 2 * embedding_size + embedding_size * hidden_size + hidden_size
+        # Models exported from principal coordinates always project the embeddings (block 0 reads
+        # its projection of them); a factorised teacher word table needs one only when narrower.
+        projection = self.embedding_factorization == "all" or embedding_size != hidden_size
+        return factorized_embedding_params(
+            self.vocab_size, self.max_position_embeddings, self.type_vocab_size, embedding_size, hidden_size,
+            self.embedding_factorization, projection,
+        )
 
     def head_cost(self, hidden_size):
         return hidden_size * hidden_size + hidden_size  # the pooler
@@ -157,14 +179,17 @@ class FlopsCost(CostModel):
 
     metric = "flops"
 
-    def __init__(self, seq_len=128, embedding_size=None):
+    def __init__(self, seq_len=128, embedding_size=None, embedding_factorization="all"):
         self.seq_len = seq_len
         self.embedding_size = embedding_size
+        self.embedding_factorization = embedding_factorization
 
     def op_cost(self, code, hidden_size):
         return op_flops(code, hidden_size, self.seq_len)
 
     def embedding_cost(self, embedding_size, hidden_size):
+        if self.embedding_factorization == "word" and embedding_size == hidden_size:
+            return 0  # the teacher's own table: no projection
         return 2 * self.seq_len * embedding_size * hidden_size
 
     def head_cost(self, hidden_size):

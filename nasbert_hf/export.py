@@ -54,12 +54,18 @@ def export_config(supernet, arch, teacher):
         layer_hidden_sizes=None if arch.is_uniform else list(arch.widths),
         **teacher.embedding_dimensions(),
         embedding_size=arch.embedding_size or teacher.hidden_size,
-        embedding_projection=True,  # block 0 reads a projection of the embeddings, at any width
+        embedding_factorization=supernet.embedding_factorization,
+        # In principal coordinates block 0 reads a projection of the embeddings at any width; in
+        # the teacher's, only a narrower word table needs one.
+        embedding_projection=None if supernet.in_teacher_coordinates else True,
         **teacher.model_settings(),  # BERT's dropout, not the supernet's: the model is trained further
     )
 
 
 def _export_embeddings(target, supernet, arch, teacher):
+    if supernet.in_teacher_coordinates and target.projection is None:  # the teacher's width: its table whole
+        target.load_state_dict(teacher.embeddings().state_dict(), strict=False)
+        return
     if arch.embedding_size is not None:
         for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm", "projection"):
             copy_leading_slices(getattr(target, name), getattr(supernet.embeddings, name))

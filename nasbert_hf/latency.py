@@ -47,6 +47,7 @@ from .architecture import Architecture
 from .cost import CostModel
 from .folders import read_json, write_json
 from .modeling import NasBertConfig, NasBertModel
+from .search_space import op_fits
 from .timing import describe_machine, time_interleaved
 
 # Latency devices: name -> (runtime, torch device of the model and inputs). `ort-cpu` times ONNX
@@ -269,7 +270,7 @@ def _measure_ops(ops, hidden_sizes, device, batch_size, seq_len, embedding_size,
                  progress):
     """The uncalibrated table: the skeleton and every op at every hidden size (`_op_ms`)."""
     table = LatencyTable(device, batch_size, seq_len, embedding_size, vocab_size, machine_of(device))
-    work = [(h, code) for h in hidden_sizes for code in ops if code != "id" and h % _heads(code) == 0]
+    work = [(h, code) for h in hidden_sizes for code in ops if code != "id" and op_fits(code, h)]
     bar = tqdm(total=len(work), desc=f"latency table ({device})", disable=not progress)
     for hidden in hidden_sizes:
         skeleton = model_runner(_config(hidden, ["id"], embedding_size, vocab_size, seq_len), device, batch_size, seq_len)
@@ -351,10 +352,6 @@ def validate(table, archs, repeats=20, max_error=None):
     return table
 
 
-def _heads(code):
-    return int(code.split(":")[1]) if code.startswith("mha:") else 1
-
-
 def measure_model_latency(arch, device="cpu", batch_size=1, seq_len=128, embedding_size=None, vocab_size=30522, repeats=20):
     """Measured milliseconds per forward pass of the whole model of `arch` (at its own embedding
     width, else `embedding_size`)."""
@@ -371,7 +368,7 @@ def random_architectures(ops, hidden_sizes, num_slots, count, seed=0):
     archs = []
     while len(archs) < count:
         hidden = rng.choice(list(hidden_sizes))
-        layers = [rng.choice([c for c in ops if hidden % _heads(c) == 0]) for _ in range(num_slots)]
+        layers = [rng.choice([c for c in ops if op_fits(c, hidden)]) for _ in range(num_slots)]
         archs.append(Architecture(hidden, tuple(layers)))
     return archs
 

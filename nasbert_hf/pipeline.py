@@ -161,12 +161,13 @@ def _check_search_early(training_args, search_args):
     from .search_space import load_search_space
     from .teacher import load_teacher
 
-    space = load_search_space(training_args.search_space)
+    teacher = load_teacher(training_args.teacher)
+    space = load_search_space(training_args.search_space, teacher.model.config)
     check_excluded_ops(search_args.exclude_ops, space)
     if not search_args.budgets:
         return
-    teacher = load_teacher(training_args.teacher)
-    check_budgets(search_args.budgets, space, teacher, training_args.seq_len)
+    factorization = "word" if training_args.block_projection == "teacher" else "all"
+    check_budgets(search_args.budgets, space, teacher, training_args.seq_len, factorization)
     for device in {budget.device for budget in search_args.budgets if budget.metric == "latency"}:
         check_latency_source(training_args.output_dir, device, training_args.seq_len, teacher)
 
@@ -193,13 +194,15 @@ def _round_down(value, digits=3):
     return math.floor(value / scale) * scale
 
 
-def teacher_dimensions(teacher):
+def teacher_dimensions(teacher, supernet=None):
     """What a cost model needs of the teacher: exported models keep its vocabulary and positions,
-    and models of the first design its embedding width."""
-    return {"embedding_size": teacher.hidden_size, **teacher.embedding_dimensions()}
+    and models of the first design its embedding width; and of the `supernet` (when given), how its
+    models factorise their embedding."""
+    factorization = {"embedding_factorization": supernet.embedding_factorization} if supernet is not None else {}
+    return {"embedding_size": teacher.hidden_size, **teacher.embedding_dimensions(), **factorization}
 
 
-def check_budgets(budgets, space, teacher, seq_len=128):
+def check_budgets(budgets, space, teacher, seq_len=128, embedding_factorization="all"):
     """Fail before any training when a parameter or FLOP budget is below the smallest model the
     search space can make (latency budgets need a measured table, so they are checked later)."""
     from .architecture import Architecture
@@ -210,7 +213,8 @@ def check_budgets(budgets, space, teacher, seq_len=128):
     for budget in budgets:
         if budget.metric == "latency":
             continue
-        cost_model = cost_model_for(budget, seq_len, **teacher_dimensions(teacher))
+        cost_model = cost_model_for(budget, seq_len, **teacher_dimensions(teacher),
+                                    embedding_factorization=embedding_factorization)
 
         def cheapest(hidden):  # costs add up per op, so the cheapest block repeats the cheapest op
             op = min(space.ops_for(hidden), key=lambda code: cost_model.op_cost(code, hidden))
@@ -342,7 +346,7 @@ def _search_and_export(args):
     tables = load_candidates(run_dir / CANDIDATES_FILE)
     check_excluded_ops(args.exclude_ops, space)
     tables = tables.without_ops(args.exclude_ops)
-    params = cost_model_for(Budget("params", math.inf), run_config["seq_len"], **teacher_dimensions(teacher))
+    params = cost_model_for(Budget("params", math.inf), run_config["seq_len"], **teacher_dimensions(teacher, supernet))
     budgets = _unique(args.budgets) or auto_budgets(tables, params, teacher.num_parameters())
     settings = search_settings(args, run_dir)
     out = Path(args.out)
@@ -463,7 +467,8 @@ class FamilySearch:
         from .supernet import evaluate_architecture
 
         args, seq_len, teacher = self.args, self.run_config["seq_len"], self.teacher
-        cost_model = cost_model_for(budget, seq_len, latency_tables=self.latency, **teacher_dimensions(teacher))
+        cost_model = cost_model_for(budget, seq_len, latency_tables=self.latency,
+                                    **teacher_dimensions(teacher, self.supernet))
         # Re-score the top k of *every* embedding width on the assembled models: summed block
         # losses (each block fed the teacher's states) rank whole models only approximately.
         candidates = _family_candidates(self.tables, cost_model, budget, args)

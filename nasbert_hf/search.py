@@ -238,7 +238,7 @@ def search(tables, cost_model, limit, k=1, per_embedding_size=False, floor=0.0):
     for size in groups:
         partials = _start(tables, cost_model, limit, size)
         if floor > 0:
-            partials = _band_search(partials, tables, cost_model, limit, floor)
+            partials = _band_search(partials, tables, cost_model, limit, floor, k)
         else:
             partials = _prune(partials, limit, k)
             for b, block in enumerate(tables.blocks[1:], start=1):
@@ -250,8 +250,12 @@ def search(tables, cost_model, limit, k=1, per_embedding_size=False, floor=0.0):
     return _best(results, None if per_embedding_size else k)
 
 
-def _band_search(partials, tables, cost_model, limit, floor):
-    """Every whole model with cost in `[floor, limit]` grown from `partials` (see `search`)."""
+def _band_search(partials, tables, cost_model, limit, floor, k):
+    """The `k` best whole models of every cost in `[floor, limit]` grown from `partials` (see `search`).
+
+    Partial models of equal cost have the same completions, so only the `k` best of each cost can
+    lead to a best model: keeping just those is exact, and small where costs repeat (candidates
+    built from a few op sizes, as in spaces derived from the teacher)."""
     last = len(tables.blocks) - 1
     most = [max(_block_cost(cost_model, c, b == last) for c in block) for b, block in enumerate(tables.blocks)]
     for b, block in enumerate(tables.blocks[1:], start=1):
@@ -261,12 +265,22 @@ def _band_search(partials, tables, cost_model, limit, floor):
                     for loss, cost, choice in partials
                     for index, (candidate, extra) in enumerate(zip(block, costs))
                     if cost + extra <= limit and cost + extra + room_after >= floor]
+        partials = _best_per_cost(partials, k)
         if len(partials) > MAX_BAND_PARTIALS:
             raise ValueError(
                 f"The search with a floor of {floor:g} grew past {MAX_BAND_PARTIALS} partial models; "
                 "lower or drop the floor (min_budget_use=0) for this many candidates."
             )
     return [item for item in partials if floor <= item[1] <= limit]
+
+
+def _best_per_cost(partials, k):
+    kept, count = [], {}
+    for item in sorted(partials, key=lambda item: (item[1], item[0], item[2])):
+        if count.get(item[1], 0) < k:
+            kept.append(item)
+            count[item[1]] = count.get(item[1], 0) + 1
+    return kept
 
 
 def _raise_nothing_fits(tables, cost_model, limit, floor):
@@ -310,17 +324,19 @@ def brute_force_search(tables, cost_model, limit, k=1, floor=0.0):
 
 
 def cost_model_for(budget, seq_len=128, embedding_size=None, latency_tables=None, vocab_size=30522,
-                   max_position_embeddings=512, type_vocab_size=2):
+                   max_position_embeddings=512, type_vocab_size=2, embedding_factorization="all"):
     """The cost model a budget is measured with; latency needs a table for its device.
 
     `embedding_size` is the width of models that name none (the teacher's, in runs of the first
-    design); the vocabulary and position sizes are the teacher's (exported models keep them)."""
+    design); the vocabulary and position sizes are the teacher's (exported models keep them);
+    `embedding_factorization` is the exported models' (`Supernet.embedding_factorization`)."""
     if budget.metric == "params":
-        return ParamsCost(vocab_size, max_position_embeddings, type_vocab_size, embedding_size)
+        return ParamsCost(vocab_size, max_position_embeddings, type_vocab_size, embedding_size,
+                          embedding_factorization)
     if budget.metric == "body_params":
         return BodyParamsCost()
     if budget.metric == "flops":
-        return FlopsCost(seq_len=seq_len, embedding_size=embedding_size)
+        return FlopsCost(seq_len=seq_len, embedding_size=embedding_size, embedding_factorization=embedding_factorization)
     tables = latency_tables or {}
     if budget.device not in tables:
         known = ", ".join(sorted(tables)) or "none"

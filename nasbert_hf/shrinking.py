@@ -108,7 +108,7 @@ def initial_pool(space, block, config, seq_len, seed):
     share = max(1, config.pool_size // len(space.hidden_sizes))
     pool = []
     for hidden in space.hidden_sizes:
-        total = len(space.ops_for(hidden)) ** space.slots_per_block
+        total = space.block_size(hidden)
         if total <= share:
             archs = list(space.enumerate_block(hidden))
         else:

@@ -10,9 +10,13 @@ slices, of the standalone model it exports to. Weights are never copied while tr
 
 Blocks (`SupernetBlock`) add an input projection `Linear(teacher_hidden, Hmax)` and an output
 projection `Linear(Hmax, teacher_hidden)`, used as leading slices for a sampled width H. With
-`block_projection="pca"` (what supernet training uses by default) they are fixed, frozen maps
-from the teacher's principal components, which makes blocks trained apart chain into whole
-models (`projections.py` says why); with `"learned"` they are trained with the block.
+`block_projection="teacher"` (the presets' choice) the blocks work at the teacher's width in the
+teacher's own coordinates: both projections are the identity, every op starts as the teacher's
+sub-layer it replaces and the embedding as the teacher's with a factorised word table
+(`teacher_init.py`), so the teacher and every cut of it are candidates from the first step.
+With `"pca"` they are fixed, frozen maps from the teacher's principal components, which makes
+blocks trained apart at narrower widths chain into whole models (`projections.py` says why);
+with `"learned"` they are trained with the block.
 """
 
 import itertools
@@ -27,11 +31,11 @@ from torch import nn
 from .architecture import Architecture
 from .blockwise import BlockwiseStudent, blockwise_losses, masked_mse, masked_sse
 from .folders import RUN_CONFIG_FILE, SUPERNET_WEIGHTS_FILE, atomic_path, read_json
-from .modeling import NasBertConfig, parse_op
+from .modeling import NasBertConfig, parse_attention, parse_op
 from .modeling.modeling_nasbert import build_op, key_mask_from, resize_hidden, sliced_layer_norm, sliced_linear
 from .search_space import SearchSpace
 
-BLOCK_PROJECTIONS = ("pca", "learned")
+BLOCK_PROJECTIONS = ("teacher", "pca", "learned")
 
 
 def check_block_projection(value):
@@ -52,6 +56,22 @@ def sampled(module, **attributes):
             setattr(module, name, value)
 
 
+def largest_ops(space):
+    """The op code each shared module is built at: the most heads (of the space's head size, for
+    `mha:HxD` codes) and the largest inner size."""
+    attention = [parse_attention(code) for code in space.ops if parse_op(code)[0] == "mha"]
+    head_sizes = {head_size for _, head_size in attention}
+    if len(head_sizes) > 1:
+        raise ValueError(
+            f"ops={list(space.ops)}: every attention op of a space shares one head size (all 'mha:H', or all "
+            "'mha:HxD' with the same D), because one attention module serves them all."
+        )
+    heads = space.max_size("mha")
+    head_size = head_sizes.pop() if head_sizes else None
+    mha = f"mha:{heads}" if head_size is None else f"mha:{heads}x{head_size}"
+    return {"mha": mha, "ffn": f"ffn:{space.max_size('ffn')}"}
+
+
 def op_key(code):
     """Which module of a slot serves an op code: `mha:4 -> "mha"`, `ffn:512 -> "ffn"`, `conv:5 -> "conv5"`."""
     kind, size = parse_op(code)
@@ -64,7 +84,7 @@ class SupernetSlot(nn.Module):
     def __init__(self, space, config):
         super().__init__()
         self.ops = nn.ModuleDict()
-        largest = {"mha": f"mha:{space.max_size('mha')}", "ffn": f"ffn:{space.max_size('ffn')}"}
+        largest = largest_ops(space)
         for code in space.ops:
             key = op_key(code)
             if key != "id" and key not in self.ops:
@@ -135,6 +155,36 @@ class SupernetEmbeddings(nn.Module):
         return sliced_linear(self(input_ids, embedding_size, hidden_size), self.output_projection)
 
 
+class TeacherEmbeddings(nn.Module):
+    """The searched embedding of a supernet in teacher coordinates: the teacher's embedding with
+    its word table factorised. The table holds every token's coordinates along principal
+    directions of the teacher's word vectors (weighted by corpus frequency, `teacher_init.py`), and
+    `projection` maps the leading E of them back (`P^T`, bias: the weighted mean); positions, token
+    types and the LayerNorm are the teacher's, at its width. All E choices share these weights
+    (leading slices); with E equal to the width the product is the teacher's table exactly. It is
+    not trained in the supernet (its loss only ranks the widths); exported models train it."""
+
+    def __init__(self, vocab_size, max_positions, type_vocab_size, embedding_size, hidden_size, layer_norm_eps):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, embedding_size)
+        self.projection = nn.Linear(embedding_size, hidden_size)
+        self.position_embeddings = nn.Embedding(max_positions, hidden_size)
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        # Rows: the teacher-space directions of the leading table features (the exported MLM head
+        # maps teacher space back onto them, as for `SupernetEmbeddings`).
+        self.register_buffer("rotation", torch.eye(embedding_size, hidden_size))
+        self.requires_grad_(False)
+
+    def forward(self, input_ids, embedding_size, hidden_size):
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        words = sliced_linear(F.embedding(input_ids, self.word_embeddings.weight[:, :embedding_size]), self.projection)
+        x = words + self.position_embeddings.weight[positions] + self.token_type_embeddings.weight[0]
+        return F.layer_norm(x, (hidden_size,), self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps)
+
+    predict = forward  # teacher coordinates are the teacher's embedding space
+
+
 class Supernet(nn.Module):
     """The supernet of a `SearchSpace` distilled from a teacher of width `teacher_hidden_size`.
 
@@ -173,19 +223,46 @@ class Supernet(nn.Module):
         )
         self.embeddings = self._build_embeddings()
         self.apply(self._init_weights)
-        if block_projection == "pca":  # fixed maps, set by `fit_projections` (or loaded with the weights)
+        if block_projection != "learned":  # fixed maps: set by `fit_projections`, or the identity
             for block in self.blocks:
                 block.input_projection.requires_grad_(False)
                 block.output_projection.requires_grad_(False)
+        if block_projection == "teacher":
+            self._set_identity_projections()
+
+    @property
+    def in_teacher_coordinates(self):
+        return self.block_projection == "teacher"
+
+    @property
+    def embedding_factorization(self):
+        """What exported models factorise (`NasBertConfig.embedding_factorization`)."""
+        return "word" if self.in_teacher_coordinates else "all"
+
+    @property
+    def trains_embedding(self):
+        return self.embeddings is not None and any(p.requires_grad for p in self.embeddings.parameters())
+
+    @torch.no_grad()
+    def _set_identity_projections(self):
+        if self.search_space.hidden_sizes != (self.teacher_hidden_size,):
+            raise ValueError(
+                f"block_projection='teacher' works at the teacher's width in its coordinates: hidden_sizes must be "
+                f"[{self.teacher_hidden_size}], got {list(self.search_space.hidden_sizes)} (write [teacher] in the preset)."
+            )
+        for block in self.blocks:
+            for projection in (block.input_projection, block.output_projection):
+                projection.weight.copy_(torch.eye(self.teacher_hidden_size))
+                projection.bias.zero_()
 
     def _build_embeddings(self):
         space = self.search_space
         if not space.embedding_sizes:
             return None
-        if self.block_projection != "pca" or not self.vocab_size:
+        if self.block_projection == "learned" or not self.vocab_size:
             raise ValueError(
-                f"Searching embedding_sizes={list(space.embedding_sizes)} needs block_projection='pca' (the embedding "
-                "is scored in block 0's principal coordinates) and the teacher's vocab_size; got "
+                f"Searching embedding_sizes={list(space.embedding_sizes)} needs block_projection 'teacher' or 'pca' (the "
+                "embedding is scored in block 0's coordinates) and the teacher's vocab_size; got "
                 f"block_projection={self.block_projection!r}, vocab_size={self.vocab_size!r}."
             )
         if space.max_embedding_size > self.teacher_hidden_size:
@@ -193,6 +270,9 @@ class Supernet(nn.Module):
                 f"embedding_sizes={list(space.embedding_sizes)}: the largest exceeds the teacher's width "
                 f"{self.teacher_hidden_size}; student embeddings start from the teacher's leading principal directions."
             )
+        if self.in_teacher_coordinates:
+            return TeacherEmbeddings(self.vocab_size, self.max_position_embeddings, self.type_vocab_size,
+                                     space.max_embedding_size, self.teacher_hidden_size, self.layer_norm_eps)
         return SupernetEmbeddings(self.vocab_size, self.max_position_embeddings, self.type_vocab_size,
                                   space.max_embedding_size, space.max_hidden_size, self.teacher_hidden_size,
                                   self.layer_norm_eps)

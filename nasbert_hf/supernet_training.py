@@ -87,8 +87,9 @@ class SupernetTrainingArguments(LoopArguments):
     block_projection: str = field(
         default="pca",
         metadata={
-            "help": "Block projections: pca (fixed, from the teacher's principal components, so blocks chain into "
-            "whole models) or learned (trained with each block)."
+            "help": "Block projections: teacher (the identity: blocks at the teacher's width in its coordinates, "
+            "every op starting as the teacher's sub-layer), pca (fixed, from the teacher's principal components, so "
+            "narrower blocks chain into whole models) or learned (trained with each block)."
         },
     )
     pca_basis: str = field(
@@ -139,10 +140,10 @@ def train_supernet(args):
         raise ValueError("output_dir is required: the run folder to write (e.g. --out runs/supernet).")
     run_dir = Path(args.output_dir)
     accelerator = make_accelerator(args, run_dir)
-    space = load_search_space(args.search_space)
     from .teacher import load_teacher
 
     teacher = load_teacher(args.teacher, device=accelerator.device)
+    space = load_search_space(args.search_space, teacher.model.config)
     check_against_teacher(space, teacher)
     check_global_batches(args, accelerator.num_processes)
     run_config = _run_config(args, space, teacher, accelerator)
@@ -164,7 +165,9 @@ def train_supernet(args):
     loop = SupernetLoop(args, accelerator, model, optimizer, scheduler, teacher, train_loader, eval_loader, run_dir)
     fresh = {"step": 0, "pools": initial_pools(space, args.shrinking(), args.seq_len, args.seed)}
     state = loop.start(fresh, checkpoint, {"search_space": args.search_space, "seed": args.seed})
-    if checkpoint is None and args.block_projection == "pca":
+    if checkpoint is None and args.block_projection == "teacher":
+        _start_from_teacher(args, accelerator, supernet, teacher, train_loader)
+    elif checkpoint is None and args.block_projection == "pca":
         _fit_projections(args, accelerator, supernet, teacher, train_loader)
     loop.run(state)
     loop.finish(state)
@@ -186,7 +189,9 @@ class SupernetLoop(TrainingLoop):
     def train_step(self, batch, state):
         args, step = self.args, state["step"]
         block_archs = sample_block_archs(state["pools"], args.seed, step)
-        embedding = sample_embedding(self.supernet.embedding_candidates(), args.seed, step)
+        # A supernet in teacher coordinates keeps its (factorised teacher) embedding fixed.
+        trained = self.supernet.embedding_candidates() if self.supernet.trains_embedding else []
+        embedding = sample_embedding(trained, args.seed, step)
         return distillation_step(
             self.accelerator, self.model, self.teacher, batch, self.optimizer, self.scheduler, block_archs,
             args.max_grad_norm, embedding,
@@ -251,6 +256,23 @@ class SupernetLoop(TrainingLoop):
 
 
 # -- setup -------------------------------------------------------------------------------------
+
+
+def _start_from_teacher(args, accelerator, supernet, teacher, train_loader):
+    """Start every op from the teacher sub-layer it replaces, heads and neurons ranked on the first
+    `projection_batches` training batches of epoch 0, and the embedding from the teacher's with its
+    word table factorised by the token counts of the whole of epoch 0 (`teacher_init.py`); sums
+    run over processes, so every process count starts from the same supernet."""
+    from .inheritance import teacher_importance
+    from .teacher_init import corpus_token_counts, start_from_teacher
+
+    reduce_sum = lambda tensor: accelerator.reduce(tensor, "sum")  # noqa: E731
+    train_loader.set_epoch(0)
+    batches = list(itertools.islice(train_loader, args.projection_batches))
+    with accelerator.autocast():
+        importance = teacher_importance(teacher, batches, reduce_sum=reduce_sum)
+    counts = corpus_token_counts(train_loader, teacher.vocab_size, reduce_sum=reduce_sum)
+    start_from_teacher(supernet, teacher, importance, counts)
 
 
 def _fit_projections(args, accelerator, supernet, teacher, train_loader):
