@@ -245,11 +245,13 @@ def load_search_space(name_or_path, teacher_config=None):
     """The `SearchSpace` of a preset name (`tiny`, `base`) or of a YAML/JSON file: its `search_space`
     section, or the whole file when it holds only the search-space fields. Sizes relative to the
     teacher (`teacher`, `mha:teacher/2`...) are resolved with `teacher_config` (the teacher's
-    transformers config; default: the embedded default teacher's)."""
+    transformers config); by default with the config of the teacher the file's `training` section
+    names, else of the embedded default teacher."""
     config = read_config(name_or_path)
     section = config.section("search_space", whole_if_absent=True)
     if _mentions_teacher(section):
-        section = resolve_teacher_sizes(section, teacher_config or default_teacher_config())
+        teacher = config.section("training").get("teacher")
+        section = resolve_teacher_sizes(section, teacher_config or teacher_config_of(teacher))
     return SearchSpace.from_dict(section)
 
 
@@ -289,12 +291,17 @@ def resolve_teacher_sizes(section, teacher_config):
     return resolved
 
 
-def default_teacher_config():
+def teacher_config_of(teacher=None):
+    """The transformers config of a teacher folder or Hub name (default: the embedded teacher)."""
     from transformers import AutoConfig
 
-    from .teacher import DEFAULT_TEACHER
+    from .teacher import DEFAULT_TEACHER, DEFAULT_TEACHER_NAME, teacher_name
 
-    return AutoConfig.from_pretrained(DEFAULT_TEACHER)
+    name = teacher_name(teacher)
+    try:
+        return AutoConfig.from_pretrained(DEFAULT_TEACHER if name == DEFAULT_TEACHER_NAME else name)
+    except OSError as error:
+        raise ValueError(f"The search space is derived from teacher {name!r}, whose config cannot be read: {error}") from None
 
 
 def check_against_teacher(space, teacher):

@@ -31,8 +31,9 @@ HEADS = [
 ]
 
 
-def config():
-    return NasBertConfig(vocab_size=90, hidden_size=48, embedding_size=24, layers=["mha:4", "conv:3", "ffn:80", "id"], num_labels=2)
+def config(**overrides):
+    values = dict(vocab_size=90, hidden_size=48, embedding_size=24, layers=["mha:4", "conv:3", "ffn:80", "id"], num_labels=2)
+    return NasBertConfig(**{**values, **overrides})
 
 
 @pytest.mark.parametrize("model_class, auto_class, field", HEADS)
@@ -66,6 +67,13 @@ def test_trust_remote_code_without_the_package(tmp_path):
         base = AutoModel.from_pretrained(path, trust_remote_code=True)
         assert type(base).__name__ == "NasBertModel"
     """)
+
+
+def test_teacher_shaped_ops_load_without_the_package(tmp_path):
+    """`mha:HxD` ops and a word-only factorised embedding live in the copied code too."""
+    model = NasBertForSequenceClassification(config(layers=["mha:3x8", "ffn:64", "id", "mha:2x8"], embedding_size=8,
+                                                    embedding_factorization="word"))
+    assert_loads_without_the_package(model, tmp_path / "model", 90)
 
 
 def test_registration_names_every_auto_class():

@@ -199,3 +199,13 @@ def test_cli_checks_dev_data_before_exporting(tmp_path, capsys):
     assert main(argv[:-1] + [str(tmp_path / "absent")]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert not (tmp_path / "onnx").exists()
+
+
+def test_teacher_shaped_ops_and_a_factorised_word_table_export(tmp_path):
+    # What teacher-anchored searches export: some of a teacher's heads at its head size, and only the
+    # word table factorised (positions, token types and LayerNorm at the model's width).
+    config = tiny_config(["mha:3x8", "ffn:64", "mha:1x8", "id"], embedding_size=8, embedding_factorization="word")
+    model = NasBertForSequenceClassification(config).eval()
+    assert model.nasbert.embeddings.position_embeddings.weight.shape[1] == 32
+    export_model(model, tmp_path / "model.onnx", "sequence-classification")
+    assert_matches_eager(model, load_session(tmp_path / "model.onnx"), "sequence-classification", 3, 21)

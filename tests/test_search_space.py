@@ -4,6 +4,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from transformers import BertConfig
 
 from nasbert_hf.architecture import Architecture
 from nasbert_hf.arguments import preset_names, read_config
@@ -17,15 +18,18 @@ SMALL = SearchSpace([8, 12], ["mha:2", "mha:3", "mha:4", "ffn:16", "conv:3", "id
 
 def test_presets_are_the_documented_spaces():
     assert {"tiny", "base"} <= set(preset_names())
-    base = load_search_space("base")
+    # Both are derived from their teacher (BertConfig's defaults are BERT-base's): its width, its heads
+    # and neurons and their most important halves and quarters, in typed attention / feed-forward slots.
+    base = load_search_space("base", BertConfig())
     assert (base.num_slots, base.num_blocks, base.slots_per_block) == (24, 4, 6)
-    assert base.hidden_sizes == (128, 192, 256, 384, 512)
-    assert {"conv:3", "conv:5", "conv:7", "id"} <= set(base.ops)
-    assert any(code.startswith("mha:") for code in base.ops) and any(code.startswith("ffn:") for code in base.ops)
-    tiny = load_search_space("tiny")
-    assert tiny.num_blocks <= 6 and 2 <= tiny.slots_per_block <= 4 and tiny.max_hidden_size <= 384
-    # The paper's embedding widths: 64 for its 5M model, 128 for 10-20M, 256 for 25-35M, 384/512 above.
-    assert tiny.embedding_sizes == (64, 128, 256) and base.embedding_sizes == (64, 128, 256, 384, 512)
+    assert base.hidden_sizes == (768,) and base.slot_kinds == ("mha", "ffn")
+    assert set(base.ops) == {"mha:12x64", "mha:6x64", "mha:3x64", "ffn:3072", "ffn:1536", "ffn:768", "id"}
+    tiny = load_search_space("tiny")  # the embedded all-MiniLM-L6-v2
+    assert (tiny.num_slots, tiny.num_blocks) == (12, 3) and tiny.hidden_sizes == (384,)
+    assert set(tiny.ops) == {"mha:12x32", "mha:6x32", "mha:3x32", "ffn:1536", "ffn:768", "ffn:384", "id"}
+    # The paper's embedding widths (64 for its 5M model, 128 for 10-20M, 256 for 25-35M, 384/512 above),
+    # a narrower one for the smallest budget, and the teacher's own (its table whole).
+    assert tiny.embedding_sizes == (32, 64, 128, 256, 384) and base.embedding_sizes == (64, 128, 256, 384, 512, 768)
 
 
 def test_small_preset_is_the_tiny_space_trained_longer():
@@ -47,7 +51,8 @@ def test_recipe_configs_are_links_to_the_packaged_presets():
         link = REPO / "recipes" / "configs" / f"{name}.yaml"
         assert link.is_symlink() and not Path(link.readlink()).is_absolute()
         assert link.resolve() == (REPO / "nasbert_hf" / "presets" / f"{name}.yaml").resolve()
-        assert load_search_space(link) == load_search_space(name)
+        teacher = BertConfig() if name == "base" else None  # base names BERT-base (offline here)
+        assert load_search_space(link, teacher) == load_search_space(name, teacher)
 
 
 def test_size_is_the_exact_number_of_architectures():
@@ -62,11 +67,16 @@ def test_size_is_the_exact_number_of_architectures():
     one_block = SearchSpace([8, 12], SMALL.ops, 3, 1)
     assert one_block.size() == one_block.block_size() == len(list(one_block.enumerate_block()))
     tiny = load_search_space("tiny")
-    assert tiny.size() == 3 * (3 * 6**4) ** 3
-    base = load_search_space("base")
-    # 192 and 384 take every head count (2, 3, 4, 6, 8): 14 ops; 128, 256, 512 take 2, 4, 8: 12 ops.
-    assert base.size() == 5 * (2 * 14**6 + 3 * 12**6) ** 4
+    assert tiny.size() == 5 * (4**4) ** 3  # 5 embedding widths; 4 choices in each of 4 typed slots
+    base = load_search_space("base", BertConfig())
+    assert base.size() == 6 * (4**6) ** 4
     assert isinstance(base.size(), int)
+    # The paper's space (narrower widths in principal coordinates): head counts fit only some widths.
+    paper = SearchSpace([128, 192, 256, 384, 512], ["mha:2", "mha:3", "mha:4", "mha:6", "mha:8", "ffn:512", "ffn:768",
+                        "ffn:1024", "ffn:1536", "ffn:2048", "conv:3", "conv:5", "conv:7", "id"], 24, 4,
+                        embedding_sizes=[64, 128, 256, 384, 512])
+    # 192 and 384 take every head count (2, 3, 4, 6, 8): 14 ops; 128, 256, 512 take 2, 4, 8: 12 ops.
+    assert paper.size() == 5 * (2 * 14**6 + 3 * 12**6) ** 4
 
 
 def test_round_trips_through_dict_yaml_and_json(tmp_path):

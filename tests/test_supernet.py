@@ -284,7 +284,7 @@ def test_mixed_width_export_with_searched_embedding_equals_the_chained_path(tmp_
 
 
 def test_embedding_search_needs_pca_projections_and_a_vocabulary():
-    with pytest.raises(ValueError, match="needs block_projection='pca'"):
+    with pytest.raises(ValueError, match="needs block_projection 'teacher' or 'pca'"):
         Supernet(EMBEDDING_SPACE, 20, block_projection="learned", vocab_size=100)
     with pytest.raises(ValueError, match="exceeds the teacher's width"):
         Supernet(EMBEDDING_SPACE, 12, block_projection="pca", vocab_size=100)

@@ -216,7 +216,7 @@ def test_command_line_and_recipe_arguments(supernet_setup, tmp_path, capsys):
     args = parse_arguments([supernet_setup["space"], "--output_dir", "out", "--max_steps", "3"])
     assert (args.max_steps, args.pool_size, args.seq_len, args.search_space) == (3, 16, 32, supernet_setup["space"])
     args = parse_arguments(["--search_space", "tiny", "--output_dir", "out"])
-    assert args.max_steps == 200 and args.search_space == "tiny" and args.block_projection == "pca"
+    assert args.max_steps == 60 and args.search_space == "tiny" and args.block_projection == "teacher"
     with pytest.raises(ValueError, match="block_projection='random'"):
         parse_arguments(["--search_space", "tiny", "--output_dir", "out", "--block_projection", "random"])
 
