@@ -1,17 +1,16 @@
-"""Quality of the default family: searched models vs. the teacher, uniform BERT shapes and random init.
+"""Quality of the default family: searched models vs. the teacher and same-budget baselines.
 
 For every model `nasbert compress` exported into OUT (already distilled by the main job):
 
 - the model itself;
 - the teacher (the embedded all-MiniLM-L6-v2, fine-tuned as it is);
-- uniform: the largest BERT-shaped architecture of the same space within the same budget (L layers
-  `mha:H/64, ffn:D` at one width H, embedding E = H, layers spread over the blocks with identities
-  at the end of each block), exported from the same supernet, distilled the same steps, same way
-  (`--no-uniform` skips them, to fine-tune a family alone);
-- with `--ablation-out`, the init ablation: the same architecture exported from a supernet trained
-  identically but for `--init` (`inherit` when the main run used `random`, the default, and the
-  other way round: `nasbert supernet --config PRESET --out ABLATION/supernet-run --init inherit`),
-  distilled alike; the assembled validation loss of both (before distillation) is recorded too.
+- the same-budget baseline, exported and distilled the same steps, same way (`--no-uniform` skips
+  it, to fine-tune a family alone): in a space in the teacher's coordinates, the `slice` (the
+  teacher's first and last layers and evenly spaced ones between, as many as fit, with the widest
+  factorised word table that fits: `teacher_init.largest_teacher_cut`, from the teacher's own
+  weights); in a space of narrower widths, `uniform` (the largest BERT-shaped architecture of the
+  space: L layers `mha:H/64, ffn:D` at one width H, embedding E = H, layers spread over the blocks
+  with identities at the end of each block, from the same supernet).
 
 Baselines are distilled with the run's own preset (`tiny`, `small`, ...: its `distill` section), for
 as many steps as the family was.
@@ -29,7 +28,6 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -39,11 +37,12 @@ from nasbert_hf.architecture import Architecture
 from nasbert_hf.distill import distill_exported, distilled_steps
 from nasbert_hf.export import from_supernet, model_metadata, save_model_folder
 from nasbert_hf.folders import write_json
-from nasbert_hf.pipeline import CachedTeacher, is_finished, supernet_run_of, teacher_dimensions, validation_batches
+from nasbert_hf.pipeline import CachedTeacher, supernet_run_of, teacher_dimensions, validation_batches
 from nasbert_hf.report import ReportArguments, finetune, headline, model_fingerprint
 from nasbert_hf.search import Budget, cost_model_for, human
 from nasbert_hf.supernet import Supernet, evaluate_architecture
 from nasbert_hf.teacher import load_teacher
+from nasbert_hf.teacher_init import largest_teacher_cut, slot_layers, untrained_copy
 
 T0 = time.time()
 
@@ -72,6 +71,14 @@ def uniform_shapes(space):
                 yield space.join(blocks, embedding_size=hidden)
 
 
+def same_budget_baseline(kind, space, source, teacher, params, limit):
+    """The `slice` (largest teacher cut) or `uniform` (largest BERT shape) architecture within `limit`, or None."""
+    if kind == "slice":
+        return largest_teacher_cut(space, slot_layers(source, teacher), teacher.num_layers, params, limit)
+    shapes = [a for a in uniform_shapes(space) if params.cost(a) <= limit]
+    return max(shapes, key=lambda a: (params.cost(a), str(a))) if shapes else None
+
+
 def distill_options(config="tiny"):
     """The options `nasbert compress` distils with (the preset's `distill` section + the run's)."""
     from nasbert_hf.commands.compress import distill_settings
@@ -82,32 +89,6 @@ def distill_options(config="tiny"):
     _, options = distill_settings(read_config(config))
     return {"corpus": training.corpus, "seq_len": training.seq_len, "seed": training.seed, "cpu": training.cpu,
             "mixed_precision": training.mixed_precision, "cache_dir": training.cache_dir, **options}
-
-
-def train_ablation_supernet(run_dir, init, config):
-    if is_finished(run_dir):
-        return None
-    command = ["nasbert", "supernet", "--config", config, "--out", str(run_dir), "--init", init]
-    if (Path(run_dir) / "run_config.json").is_file():
-        command.append("--resume")
-    log(f"training the ablation supernet: {' '.join(command)}")
-    start = time.time()
-    subprocess.run(command, check=True)
-    return time.time() - start
-
-
-def check_same_run(inherit_dir, random_dir):
-    a, b = read(Path(inherit_dir) / "run_config.json"), read(Path(random_dir) / "run_config.json")
-    differ = []
-
-    def walk(x, y, where):
-        if isinstance(x, dict) and isinstance(y, dict):
-            for key in sorted(set(x) | set(y)):
-                walk(x.get(key), y.get(key), f"{where}.{key}" if where else key)
-        elif x != y:
-            differ.append(where)
-    walk(a, b, "")
-    return [d for d in differ if "output_dir" not in d]
 
 
 def measure_latencies(entries, teacher, seq_len, repeats):
@@ -198,9 +179,6 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", help="A finished `nasbert compress` folder (nasbert-*/, supernet-run/), or a "
                                         "`nasbert search --out` folder (its summary names the supernet run).")
-    parser.add_argument("--ablation-out",
-                        help="Folder for the supernet trained with the other --init, and its exports (default: no "
-                             "init ablation).")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "cola"])
     add_recipe_arguments(parser)
@@ -228,40 +206,28 @@ def main():
     steps = max(distilled_steps(out / m["name"]) for m in family)
     log(f"family: {', '.join(m['name'] for m in family)}; distilled {steps} steps")
 
-    # 1. The ablation supernet (identical run but for --init).
     run_dir = supernet_run_of(out)
     main_config = read(run_dir / "run_config.json")
-    main_training = main_config.get("training", main_config)  # older run folders kept it flat
-    preset = main_training.get("search_space", "tiny")
-    ablation = "inherit" if main_training.get("init", "inherit") == "random" else "random"
-    ablation_kind = f"{ablation} init"
-    # The ablation is on exactly when its folder is given; everything below tests `random_run`.
-    random_out = Path(args.ablation_out) if args.ablation_out else None
-    random_run = random_out / "supernet-run" if random_out else None
-    random_wall, differ = None, []
-    if random_run is not None:
-        random_wall = train_ablation_supernet(random_run, ablation, preset)
-        differ = check_same_run(run_dir, random_run)
-        trained = "reused from an earlier run" if random_wall is None else f"trained in {round(random_wall)} s"
-        log(f"{ablation} supernet ready ({trained}); run configs differ in: {differ}")
+    preset = main_config.get("training", main_config).get("search_space", "tiny")  # older runs kept it flat
 
     supernet, space, run_config = Supernet.from_run(run_dir)
-    rsupernet = Supernet.from_run(random_run)[0] if random_run is not None else None
     teacher = load_teacher(run_config["teacher"])
     cached = CachedTeacher(teacher)
     batches = validation_batches(run_config, teacher, args.rescore_batches)
-    params = cost_model_for(Budget("params", float("inf")), run_config["seq_len"], **teacher_dimensions(teacher))
+    params = cost_model_for(Budget("params", float("inf")), run_config["seq_len"],
+                            **teacher_dimensions(teacher, supernet))
     options = {**distill_options(preset), "num_blocks": space.num_blocks}
 
-    # 2. Uniform baselines and init-ablation twins, exported and distilled like the family.
+    # 2. Same-budget baselines, exported and distilled like the family.
+    kind = "slice" if supernet.in_teacher_coordinates else "uniform"
+    source = untrained_copy(supernet, teacher) if kind == "slice" else supernet
     entries = [{"name": "teacher (all-MiniLM-L6-v2)", "kind": "teacher", "folder": None, "budget": None,
                 "params": teacher.num_parameters(), "architecture": "H384[mha:12,ffn:1536]x6 (BertModel)"}]
-    uniform_names, random_names = [], []
+    baseline_names = []
     for meta in family:
         arch = Architecture.parse(meta["architecture"])
         limit = Budget.parse(meta["budget"]).limit
-        shapes = [a for a in uniform_shapes(space) if params.cost(a) <= limit]
-        uniform = max(shapes, key=lambda a: (params.cost(a), str(a))) if shapes else None
+        baseline = same_budget_baseline(kind, space, source, teacher, params, limit)
         suffix = meta["name"].removeprefix("nasbert-")
         base = {"budget": meta["budget"], "for": meta["name"]}
         entries.append({**base, "name": meta["name"], "kind": "searched", "folder": str(out / meta["name"]),
@@ -269,34 +235,30 @@ def main():
                         "latency_main_job": meta["latency_ms"]["cpu"],
                         "assembled_loss": evaluate_architecture(supernet, cached, arch, batches),
                         "distill_validation": meta.get("distillation", {}).get("validation_after")})
-        baselines = [] if args.no_uniform else [("uniform", supernet, uniform, qdir / "models" / f"uniform-{suffix}")]
-        if rsupernet is not None:
-            baselines.append((ablation_kind, rsupernet, arch, random_out / f"{ablation}-{suffix}"))
-        for kind, source, arch_, folder in baselines:
+        baselines = [] if args.no_uniform else [(baseline, qdir / "models" / f"{kind}-{suffix}")]
+        for arch_, folder in baselines:
             if arch_ is None:
-                log(f"{meta['name']}: no uniform shape fits {meta['budget']}")
+                log(f"{meta['name']}: no {kind} baseline fits {meta['budget']}")
                 continue
             if not (folder / "nasbert.json").is_file():
                 model = from_supernet(source, arch_, teacher)
                 record = model_metadata(folder.name, arch_, model.config, teacher=run_config["teacher"],
                                         budget=meta["budget"], baseline_for=meta["name"], kind=kind)
                 save_model_folder(model, teacher.tokenizer, record, folder)
-            (uniform_names if kind == "uniform" else random_names).append(folder.name)
+            baseline_names.append(folder.name)
             entries.append({**base, "name": folder.name, "kind": kind, "folder": str(folder),
                             "params": params.cost(arch_), "architecture": str(arch_),
                             "assembled_loss": evaluate_architecture(source, cached, arch_, batches)})
     log("exported; distilling baselines")
     start = time.time()
-    distill_exported(qdir / "models", uniform_names, steps, supernet_run=str(run_dir), **options)
-    if random_names:
-        distill_exported(random_out, random_names, steps, supernet_run=str(random_run), **options)
+    distill_exported(qdir / "models", baseline_names, steps, supernet_run=str(run_dir), **options)
     log(f"baselines distilled in {time.time() - start:.0f} s")
     for entry in entries:
-        if entry["kind"] in ("uniform", ablation_kind):
+        if entry["kind"] == kind:
             record = read(Path(entry["folder"]) / "nasbert.json")["distillation"]
             entry["distill_validation"] = record["validation_after"]
             entry["distill_steps"] = record["steps"]
-    del supernet, rsupernet
+    del supernet, source
 
     # 3. Latency: all models timed interleaved in one session.
     latencies = measure_latencies(entries, teacher, run_config["seq_len"], args.latency_repeats)
@@ -349,9 +311,8 @@ def main():
         row["ratio_to_teacher"] = avg / teacher_avg if avg is not None and teacher_avg else None
         if row["kind"] == "searched":
             suffix = row["name"].removeprefix("nasbert-")
-            for kind, prefix in (("uniform", "uniform-"), ("ablation", f"{ablation}-")):
-                other = rows.get(prefix + suffix, {}).get("average_mean_std", (None,))[0]
-                row[f"margin_over_{kind}"] = None if avg is None or other is None else avg - other
+            other = rows.get(f"{kind}-{suffix}", {}).get("average_mean_std", (None,))[0]
+            row["margin_over_baseline"] = None if avg is None or other is None else avg - other
 
     lines = [
         f"Recipe: {args.max_train_samples} training examples per task, seq {args.max_seq_length}, "
@@ -361,17 +322,17 @@ def main():
         f"{run_config['seq_len']}, CPU, all models timed interleaved in one session.",
         "",
         "| model | kind | params (all) | CPU latency (ms) | " + " | ".join(args.tasks) +
-        f" | average | / teacher | vs uniform | vs {ablation_kind} |",
-        "|---|---|---|---|" + "---|" * len(args.tasks) + "---|---|---|---|",
+        f" | average | / teacher | vs {kind} |",
+        "|---|---|---|---|" + "---|" * len(args.tasks) + "---|---|---|",
     ]
     for row in rows.values():
         ratio = "-" if row["ratio_to_teacher"] is None else f"{row['ratio_to_teacher']:.3f}"
-        margins = [row.get(f"margin_over_{k}") for k in ("uniform", "ablation")]
-        margins = ["-" if m is None else f"{m:+.1f}" for m in margins]
+        margin = row.get("margin_over_baseline")
+        margin = "-" if margin is None else f"{margin:+.1f}"
         same = "" if row["same_weights_as"] == row["name"] else f" (= {row['same_weights_as']})"
         lines.append(f"| {row['name']}{same} | {row['kind']} | {human(row['params'])} | {row['latency_ms']:.2f} | "
                      + " | ".join(fmt(row["task_mean_std"][t]) for t in args.tasks)
-                     + f" | **{fmt(row['average_mean_std'])}** | {ratio} | {margins[0]} | {margins[1]} |")
+                     + f" | **{fmt(row['average_mean_std'])}** | {ratio} | {margin} |")
     lines += ["", "Before fine-tuning (assembled validation MSE on the run's first "
               f"{args.rescore_batches} validation batches, from the supernet; distillation validation after "
               f"{steps} steps):", ""]
@@ -385,13 +346,10 @@ def main():
         d = row.get("distill_validation") or {}
         dv = " / ".join(f"{d[k]:.4f}" if k in d else "-" for k in terms) or "-"
         lines.append(f"| {row['name']} | {row['kind']} | `{row['architecture']}` | {row['assembled_loss']:.4f} | {dv} |")
-    ablation_note = ("no init ablation" if random_run is None else
-                     f"{ablation_kind} supernet: {'reused' if random_wall is None else f'{random_wall:.0f} s'}")
-    lines += ["", f"Preset `{preset}`; {ablation_note}; fine-tuning {ft_wall:.0f} s; whole benchmark {time.time() - T0:.0f} s."]
+    lines += ["", f"Preset `{preset}`; fine-tuning {ft_wall:.0f} s; whole benchmark {time.time() - T0:.0f} s."]
     table = "\n".join(lines)
     (qdir / "quality.md").write_text(table + "\n", encoding="utf-8")
-    write_json(qdir / "quality.json", {"recipe": vars(args), "distill_steps": steps, "run_configs_differ_in": differ,
-                                        "random_supernet_s": random_wall, "finetune_s": ft_wall,
+    write_json(qdir / "quality.json", {"recipe": vars(args), "distill_steps": steps, "finetune_s": ft_wall,
                                         "total_s": time.time() - T0, "models": list(rows.values())}, default=str)
     plot(rows, qdir / "quality.png", preset)
     if args.plot:
@@ -405,8 +363,7 @@ def plot(rows, path, preset):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    styles = {"searched": ("o-", "C0"), "uniform": ("s", "C1"), "random init": ("^", "C2"), "inherit init": ("^", "C2"),
-              "teacher": ("*", "C3")}
+    styles = {"searched": ("o-", "C0"), "uniform": ("s", "C1"), "slice": ("D", "C2"), "teacher": ("*", "C3")}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, field, label in ((axes[0], "params", "total parameters (M, embeddings included)"),
                              (axes[1], "latency_ms", "measured CPU latency (ms, batch 1, seq 128)")):
@@ -424,8 +381,8 @@ def plot(rows, path, preset):
     axes[0].set_ylabel("GLUE dev average (SST-2, MRPC, CoLA),\nmean ± std over seeds")
     axes[0].legend(fontsize=8)
     kinds = {r["kind"] for r in rows.values() if r["average_mean_std"][0] is not None}
-    others = [label for kind, label in (("teacher", "the teacher"), ("uniform", "uniform BERT shapes"))
-              if kind in kinds] + (["init-ablation twins"] if kinds & {"random init", "inherit init"} else [])
+    others = [label for kind, label in (("teacher", "the teacher"), ("uniform", "uniform BERT shapes"),
+                                        ("slice", "cuts of the teacher")) if kind in kinds]
     fig.suptitle(f"`{preset}` family (nasbert compress)" + (" vs " + ", ".join(others) if others else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=120)

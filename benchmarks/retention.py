@@ -8,7 +8,8 @@ family made by an earlier version), it scores:
 - for every budget of OUT, the `slice` baseline: the teacher's first and last layers and evenly
   spaced ones between, as many as fit the budget with the factorised word table at the widest
   embedding size of the space that fits (`teacher_init.largest_teacher_cut`), taken from the
-  teacher's own weights; scored untrained and after the same distillation as the family.
+  teacher's own weights; scored untrained and after the same distillation as the family (its
+  steps and the settings its models record).
 
     python benchmarks/retention.py nasbert-out --data-dir ../shared/data/glue --compare old-out
 
@@ -24,14 +25,13 @@ from pathlib import Path
 from nasbert_hf.distill import distill_exported, distilled_steps
 from nasbert_hf.export import from_supernet, model_metadata, save_model_folder
 from nasbert_hf.folders import write_json
-from nasbert_hf.inheritance import slot_layers
 from nasbert_hf.modeling import NasBertModel
 from nasbert_hf.pipeline import supernet_run_of, teacher_dimensions
 from nasbert_hf.retention import corpus_sentence_pairs, mrpc_auc, mrpc_pairs, pair_cosines, similarity_retention
 from nasbert_hf.search import Budget, cost_model_for
 from nasbert_hf.supernet import Supernet
 from nasbert_hf.teacher import load_teacher
-from nasbert_hf.teacher_init import largest_teacher_cut, untrained_copy
+from nasbert_hf.teacher_init import largest_teacher_cut, slot_layers, untrained_copy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import distill_options  # noqa: E402  (the options the main job distils with)
@@ -49,6 +49,19 @@ def read(path):
 
 def family_models(out):
     return [(m["name"], Path(out) / m["name"]) for m in read(Path(out) / "summary.json")["models"]]
+
+
+def family_distillation(out):
+    """The distillation settings the family's models record (those of the `compress` that made them,
+    which may differ from the supernet run's preset)."""
+    record = max((read(path / "nasbert.json").get("distillation") or {} for _, path in family_models(out)),
+                 key=lambda r: r.get("steps", 0))
+    if not record:
+        return {}
+    weights = record["weights"]
+    return {"learning_rate": record["learning_rate"], "batch_size": record["batch_size"], "seq_len": record["seq_len"],
+            "temperature": record["temperature"], "hidden_weight": weights["hidden"],
+            "mlm_kd_weight": weights["mlm_kd"], "mlm_weight": weights["mlm"]}
 
 
 def slice_models(out, teacher, distill):
@@ -74,13 +87,13 @@ def slice_models(out, teacher, distill):
         names.append(name)
         log(f"{name}: {arch} ({params.cost(arch) / 1e6:.2f}M)")
     undistilled = {}
-    for name in names:
-        undistilled[name] = folder / name / "undistilled"
+    for name in names:  # a copy beside it: distillation replaces the model's folder
+        undistilled[name] = folder / "undistilled" / name
         if not undistilled[name].is_dir():
             NasBertModel.from_pretrained(folder / name).save_pretrained(undistilled[name])
     if distill and steps:
         options = {**distill_options(run_config["training"].get("search_space", "tiny")),
-                   "num_blocks": space.num_blocks}
+                   **family_distillation(out), "num_blocks": space.num_blocks}
         distill_exported(folder, names, steps, supernet_run=str(run_dir), **options)
     rows = [(f"{name} (untrained)", undistilled[name]) for name in names]
     return rows + ([(f"{name} (distilled {steps})", folder / name) for name in names] if distill and steps else [])

@@ -55,7 +55,6 @@ from .training import (
     write_run_config,
 )
 
-INITS = ("inherit", "random")
 PCA_BASES = ("shared", "shared-whitened", "per-boundary")
 
 # Arguments that define the run; a resumed run must keep them (others, like max_steps, may change).
@@ -63,7 +62,7 @@ PCA_BASES = ("shared", "shared-whitened", "per-boundary")
 RUN_IDENTITY = (
     "corpus", "seq_len", "batch_size", "seed", "learning_rate", "weight_decay", "dropout", "validation_size",
     "max_train_sequences", "pool_size", "num_bins", "drop_fraction", "min_per_bin", "shrink_every",
-    "eval_batch_size", "eval_batches", "block_projection", "projection_batches", "init", "pca_basis",
+    "eval_batch_size", "eval_batches", "block_projection", "projection_batches", "pca_basis",
 )
 
 
@@ -99,11 +98,6 @@ class SupernetTrainingArguments(LoopArguments):
                           "shared-whitened (the same rotation, unit variance per direction) or per-boundary (each "
                           "boundary's own whitened principal directions, the first design)."},
     )
-    init: str = field(
-        default="random",
-        metadata={"help": "Supernet ops start from the teacher layers they replace (inherit: importance-sorted heads "
-                          "and neurons in the principal bases, needs pca projections) or at random (random)."},
-    )
     projection_batches: int = field(
         default=8, metadata={"help": "Training batches whose teacher states fit the pca projections."}
     )
@@ -117,11 +111,6 @@ class SupernetTrainingArguments(LoopArguments):
         check_block_projection(self.block_projection)
         if self.pca_basis not in PCA_BASES:
             raise ValueError(f"pca_basis={self.pca_basis!r}: expected one of {', '.join(PCA_BASES)}.")
-        if self.init not in INITS:
-            raise ValueError(f"init={self.init!r}: expected one of {', '.join(INITS)}.")
-        if self.init == "inherit" and self.block_projection != "pca":
-            raise ValueError("init='inherit' maps the teacher's weights through the pca projections; "
-                             "use block_projection='pca' or init='random'.")
 
     def shrinking(self):
         return ShrinkingConfig(self.pool_size, self.num_bins, self.shrink_every, self.drop_fraction, self.min_per_bin)
@@ -263,8 +252,7 @@ def _start_from_teacher(args, accelerator, supernet, teacher, train_loader):
     `projection_batches` training batches of epoch 0, and the embedding from the teacher's with its
     word table factorised by the token counts of the whole of epoch 0 (`teacher_init.py`); sums
     run over processes, so every process count starts from the same supernet."""
-    from .inheritance import teacher_importance
-    from .teacher_init import corpus_token_counts, start_from_teacher
+    from .teacher_init import corpus_token_counts, start_from_teacher, teacher_importance
 
     reduce_sum = lambda tensor: accelerator.reduce(tensor, "sum")  # noqa: E731
     train_loader.set_epoch(0)
@@ -277,25 +265,21 @@ def _start_from_teacher(args, accelerator, supernet, teacher, train_loader):
 
 def _fit_projections(args, accelerator, supernet, teacher, train_loader):
     """Fit the fixed block projections on the first `projection_batches` training batches of epoch 0
-    (moments summed over processes, so every process and any process count get the same maps),
-    start the searched embedding from the teacher's, and with `init="inherit"` the ops from the
-    teacher layers they replace (`inheritance.py`)."""
-    from .inheritance import fit_layer_bases, inherit_from_teacher, teacher_importance
+    (moments summed over processes, so every process and any process count get the same maps) and
+    start the searched embedding from the teacher's; the ops start at random."""
+    from .projections import fit_boundary_bases
 
     train_loader.set_epoch(0)
     batches = list(itertools.islice(train_loader, args.projection_batches))
     reduce_sum = lambda tensor: accelerator.reduce(tensor, "sum")  # noqa: E731
     with accelerator.autocast():
-        # Bases at every teacher layer: the block boundaries are some of them, and inherited ops
-        # read and write the basis of the teacher layer they replace.
-        layer_bases = fit_layer_bases(teacher, batches, supernet.projection_rows, reduce_sum=reduce_sum,
-                                      shared=args.pca_basis != "per-boundary", whiten=args.pca_basis != "shared")
+        # Bases at every teacher layer; the block boundaries are some of them.
+        layer_bases = fit_boundary_bases(teacher, batches, teacher.num_layers, supernet.projection_rows,
+                                         reduce_sum=reduce_sum, shared=args.pca_basis != "per-boundary",
+                                         whiten=args.pca_basis != "shared")
     bases = [layer_bases[layer] for layer in teacher.block_boundaries(len(supernet.blocks))]
     supernet.fit_projections(bases)
     supernet.init_embeddings(teacher, bases)
-    if args.init == "inherit":
-        importance = teacher_importance(teacher, batches, reduce_sum=reduce_sum)
-        inherit_from_teacher(supernet, teacher, bases, importance, layer_bases=layer_bases)
 
 
 def _run_config(args, space, teacher, accelerator):

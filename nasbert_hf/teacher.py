@@ -127,7 +127,7 @@ class Teacher:
         outputs = self.forward(input_ids, attention_mask, output_hidden_states=True)
         return [outputs.hidden_states[layer] for layer in boundaries]
 
-    # -- the modules students inherit (export, weight inheritance, importance scores) ---------------
+    # -- the modules students start from (export, the teacher-initialised supernet, importance) ---------------
 
     BERT_EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")
 
@@ -206,7 +206,7 @@ class Teacher:
             raise ValueError(
                 f"Teacher {self.name!r} ({type(self.model).__name__}) has no BERT-style layer {index}: expected "
                 f"`encoder.layer[{index}].{{{', '.join(self.BERT_LAYER_MODULES)}}}` (Linear/LayerNorm modules) and "
-                "`config.num_attention_heads`; weight inheritance supports BERT-family teachers."
+                "`config.num_attention_heads`; a supernet that starts as the teacher supports BERT-family teachers."
             )
         return self.Layer(*modules, num_heads=heads)
 

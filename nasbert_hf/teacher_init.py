@@ -6,11 +6,14 @@ word table factorised) that had no training at all. So the teacher itself is a m
 search space and every op starts as the teacher sub-layer it replaces:
 
 - Slot s of a block covering teacher layers `[start, end)` holds the sub-layers of layer
-  `start + s * (end - start) // k` (`inheritance.slot_layers`; with typed slots `[mha, ffn]`
+  `start + s * (end - start) // k` (`slot_layers`; with typed slots `[mha, ffn]`
   slot 2i is layer i's attention and slot 2i+1 its feed-forward). Its `mha` op is that layer's
   attention and its `ffn` op that layer's feed-forward, in the teacher's own coordinates, with
   the teacher's LayerNorm.
-- Heads and neurons are sorted by decreasing importance (`inheritance.teacher_importance`), so
+- Heads and neurons are sorted by decreasing importance (`teacher_importance`: on the corpus and
+  over real tokens only, the mean L2 norm of each head's output through the attention output
+  dense layer, `|W_o[:, head] context_head|`, and for a neuron `|activation| * |W_out[:, neuron]|`,
+  the norm of its contribution to the residual stream: one unit for both), so
   `mha:kxD` keeps the k most important heads and `ffn:D` the D most important neurons. The sort
   permutes the teacher's units without changing what the full op computes.
 - The embedding is the teacher's with its word table factorised: every word vector is written
@@ -22,9 +25,100 @@ The teacher's architecture sliced out of the untrained supernet is therefore the
 every cut of it is a candidate from the first step (`tests/test_teacher_init.py`).
 """
 
+from dataclasses import dataclass
+
 import torch
 
-from .inheritance import slot_layers
+
+@dataclass
+class TeacherImportance:
+    """Importance of every head (`heads`, `(layers, num_heads)`) and FFN neuron (`neurons`,
+    `(layers, intermediate_size)`) of a teacher, in the same unit (mean norm of the contribution
+    to the residual stream per real token), measured over `tokens` tokens."""
+
+    heads: torch.Tensor
+    neurons: torch.Tensor
+    tokens: int
+
+    def head_order(self, layer):
+        """Head indices of `layer`, most important first (ties keep the teacher's order)."""
+        return torch.argsort(self.heads[layer], descending=True, stable=True)
+
+    def neuron_order(self, layer):
+        """FFN neuron indices of `layer`, most important first (ties keep the teacher's order)."""
+        return torch.argsort(self.neurons[layer], descending=True, stable=True)
+
+
+@torch.no_grad()
+def teacher_importance(teacher, batches, reduce_sum=None):
+    """Importance of every attention head and FFN neuron of `teacher`, measured on `batches`
+    (dicts with `input_ids` and `attention_mask`); padding tokens are skipped. `reduce_sum` sums the
+    statistics over processes, so that every process count ranks the same way. Raises ValueError
+    for a teacher without BERT-style layers (`Teacher.layer`) and when `batches` is empty."""
+    layers = [teacher.layer(index) for index in range(teacher.num_layers)]
+    heads = torch.zeros(len(layers), layers[0].num_heads, dtype=torch.float64)
+    activations = torch.zeros(len(layers), layers[0].intermediate.out_features, dtype=torch.float64)
+    keep = {}  # the real-token mask of the batch being run, flattened
+
+    def real_tokens(inputs):
+        rows = inputs[0].reshape(-1, inputs[0].shape[-1]).float()
+        return rows if keep["mask"] is None else rows[keep["mask"].to(rows.device)]
+
+    def head_hook(index, layer):
+        weight = layer.attention_output.weight.float()  # (hidden, heads * head_size)
+        weight = weight.view(weight.shape[0], layer.num_heads, layer.head_size)
+
+        def hook(module, inputs):
+            context = real_tokens(inputs).view(-1, layer.num_heads, layer.head_size)
+            for chunk in context.split(1024):  # (tokens, heads, hidden) stays small
+                contribution = torch.einsum("nhd,ohd->nho", chunk, weight)
+                heads[index] += contribution.norm(dim=-1).sum(0).double().cpu()
+
+        return hook
+
+    def neuron_hook(index):
+        def hook(module, inputs):
+            activations[index] += real_tokens(inputs).abs().sum(0).double().cpu()
+
+        return hook
+
+    handles = []
+    for index, layer in enumerate(layers):
+        handles.append(layer.attention_output.register_forward_pre_hook(head_hook(index, layer)))
+        handles.append(layer.output.register_forward_pre_hook(neuron_hook(index)))
+    tokens = 0
+    try:
+        for batch in batches:
+            mask = batch.get("attention_mask")
+            keep["mask"] = None if mask is None else mask.bool().reshape(-1)
+            tokens += int(batch["input_ids"].numel() if mask is None else mask.sum())
+            teacher.forward(batch["input_ids"], mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if reduce_sum is not None:
+        heads, activations = reduce_sum(heads), reduce_sum(activations)
+        tokens = int(reduce_sum(torch.tensor([tokens], dtype=torch.float64)).item())
+    if tokens == 0:
+        raise ValueError("teacher_importance got no tokens: the batches are empty.")
+    output_norms = torch.stack([layer.output.weight.double().norm(dim=0).cpu() for layer in layers])
+    return TeacherImportance(
+        heads=(heads / tokens).float(), neurons=(activations * output_norms / tokens).float(), tokens=tokens
+    )
+
+
+def slot_layers(supernet, teacher):
+    """`[[teacher layer of each slot] per block]`: slot s of a block covering teacher layers
+    `[start, end)` with k slots replaces a sub-layer of layer `start + s * (end - start) // k`."""
+    boundaries = teacher.block_boundaries(len(supernet.blocks))
+    mapping = []
+    for block, start, end in zip(supernet.blocks, boundaries[:-1], boundaries[1:]):
+        slots = len(block.slots)
+        mapping.append([start + slot * (end - start) // slots for slot in range(slots)])
+    return mapping
+
+
+
 
 
 @torch.no_grad()
@@ -146,7 +240,7 @@ def teacher_cut_layers(num_layers, count):
 def teacher_cut(space, slot_layers_of_blocks, layers, embedding_size):
     """The architecture of `space` that keeps the teacher's `layers` whole (every slot of a kept
     layer holds its full op, every other slot `id`) with an `embedding_size`-wide word table.
-    `slot_layers_of_blocks` is `inheritance.slot_layers(supernet, teacher)`; the space's slots must be
+    `slot_layers_of_blocks` is `slot_layers(supernet, teacher)`; the space's slots must be
     typed (`slot_kinds`), so that each slot is one sub-layer."""
     from .architecture import Architecture
     from .modeling import parse_op
@@ -184,7 +278,6 @@ def untrained_copy(supernet, teacher):
     """A supernet like `supernet` (teacher coordinates) whose ops are the teacher's own again, in
     the teacher's unit order, with `supernet`'s (untrained) factorised embedding: the source of
     teacher cuts, which keep whole layers, so the order of heads and neurons does not matter."""
-    from .inheritance import TeacherImportance
     from .supernet import Supernet
 
     copy = Supernet(supernet.search_space, **supernet.init_kwargs()).to(supernet.device)

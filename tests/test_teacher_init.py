@@ -3,23 +3,24 @@
 import pytest
 import torch
 from conftest import random_inputs, save_random_teacher
-from transformers import AutoModel
+from transformers import AutoModel, BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
 from nasbert_hf.architecture import Architecture
 from nasbert_hf.cost import count_params
 from nasbert_hf.export import from_supernet
-from nasbert_hf.inheritance import slot_layers, teacher_importance
 from nasbert_hf.search import Budget, cost_model_for
 from nasbert_hf.search_space import SearchSpace, load_search_space, resolve_teacher_sizes
 from nasbert_hf.supernet import Supernet
-from nasbert_hf.teacher import load_teacher
+from nasbert_hf.teacher import Teacher, load_teacher
 from nasbert_hf.teacher_init import (
     corpus_token_counts,
     frequency_weighted_directions,
     largest_teacher_cut,
+    slot_layers,
     start_from_teacher,
     teacher_cut,
     teacher_cut_layers,
+    teacher_importance,
     untrained_copy,
 )
 
@@ -106,15 +107,24 @@ def test_the_exported_teacher_reproduces_the_teachers_automodel(setup, tmp_path)
 
 
 def test_slices_keep_the_most_important_heads_and_neurons(setup):
-    teacher, importance = setup["teacher"], setup["importance"]
-    slot = setup["supernet"].blocks[1].slots[2]  # block 1 covers layers 2 and 3; slot 2 is layer 3's attention
-    layer = teacher.layer(3)
-    best = importance.head_order(3)[0].item()
-    assert torch.equal(slot.ops["mha"].query.weight[:8], layer.query.weight[best * 8:(best + 1) * 8])
-    neuron = importance.neuron_order(3)[0].item()
-    assert torch.equal(setup["supernet"].blocks[1].slots[3].ops["ffn"].intermediate.weight[0],
-                       layer.intermediate.weight[neuron])
-    assert slot_layers(setup["supernet"], teacher) == [[0, 0, 1, 1], [2, 2, 3, 3]]
+    teacher, importance, supernet = setup["teacher"], setup["importance"], setup["supernet"]
+    assert slot_layers(supernet, teacher) == [[0, 0, 1, 1], [2, 2, 3, 3]]
+    for block, layers in enumerate(slot_layers(supernet, teacher)):
+        for slot, index in enumerate(layers):
+            layer, ops = teacher.layer(index), supernet.blocks[block].slots[slot].ops
+            mha, ffn = ops["mha"], ops["ffn"]
+            for rank, head in enumerate(importance.head_order(index).tolist()):  # head after head, best first
+                ours, theirs = slice(rank * 8, (rank + 1) * 8), slice(head * 8, (head + 1) * 8)
+                for name in ("query", "key", "value"):
+                    assert torch.equal(getattr(mha, name).weight[ours], getattr(layer, name).weight[theirs])
+                    assert torch.equal(getattr(mha, name).bias[ours], getattr(layer, name).bias[theirs])
+                assert torch.equal(mha.output.weight[:, ours], layer.attention_output.weight[:, theirs])
+            neurons = importance.neuron_order(index)
+            assert torch.equal(ffn.intermediate.weight, layer.intermediate.weight[neurons])
+            assert torch.equal(ffn.output.weight, layer.output.weight[:, neurons])
+            # The teacher's own LayerNorms, in its coordinates.
+            assert torch.equal(mha.LayerNorm.weight, layer.attention_norm.weight)
+            assert torch.equal(ffn.LayerNorm.bias, layer.output_norm.bias)
 
 
 def test_frequency_weighted_factorisation_keeps_frequent_tokens(setup):
@@ -230,3 +240,75 @@ def test_a_teacher_coordinates_run_ranks_the_teacher_first_and_exports_within_bu
     model = AutoModel.from_pretrained(tmp_path / "out" / record["name"])
     assert model.config.embedding_factorization == "word"
     assert 0.7 * budget <= sum(p.numel() for p in model.parameters()) == record["params"] <= budget
+
+
+# -- importance and the slot-to-layer map ----------------------------------------------------
+
+HIDDEN, HEADS, INNER, LAYERS, VOCAB = 32, 4, 64, 2, 100
+
+
+def random_teacher(layers=LAYERS, hidden=HIDDEN, seed=0):
+    """A tiny random BERT with non-trivial biases and LayerNorms (so that every term matters)."""
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=HEADS,
+        intermediate_size=2 * hidden, max_position_embeddings=64, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    model = BertModel(config, add_pooling_layer=False)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.ndim == 1:
+                parameter.add_(torch.randn_like(parameter) * 0.2)
+    return Teacher(model=model.eval().requires_grad_(False), tokenizer=None, mlm_head=None, name="random-bert")
+
+
+def batches(count=3, seed=0):
+    return [dict(zip(("input_ids", "attention_mask"), random_inputs(VOCAB, seed=seed + i))) for i in range(count)]
+
+
+
+def test_teacher_importance_skips_padding_and_sees_silenced_heads_and_neurons():
+    teacher = random_teacher()
+    data = batches(2)
+    padded = teacher_importance(teacher, data)
+    assert padded.heads.shape == (LAYERS, HEADS) and padded.neurons.shape == (LAYERS, INNER)
+    assert padded.tokens == sum(int(b["attention_mask"].sum()) for b in data)
+    # Each row alone, without its padding, gives the same scores.
+    rows = []
+    for batch in data:
+        for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
+            length = int(mask.sum())
+            rows.append({"input_ids": ids[None, :length], "attention_mask": mask[None, :length]})
+    unpadded = teacher_importance(teacher, rows)
+    torch.testing.assert_close(padded.heads, unpadded.heads, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(padded.neurons, unpadded.neurons, rtol=1e-5, atol=1e-6)
+    # A head whose values are zero and a neuron whose output column is zero contribute nothing.
+    layer = teacher.layer(1)
+    size = layer.head_size
+    with torch.no_grad():
+        layer.value.weight[2 * size : 3 * size] = 0
+        layer.value.bias[2 * size : 3 * size] = 0
+        layer.output.weight[:, 5] = 0
+    silenced = teacher_importance(teacher, data)
+    assert silenced.heads[1, 2] == 0 and silenced.head_order(1)[-1] == 2
+    assert silenced.neurons[1, 5] == 0 and silenced.neuron_order(1)[-1] == 5
+
+
+def test_slots_map_onto_the_layers_of_their_block():
+    teacher = random_teacher(layers=6, hidden=16)
+    space = SearchSpace([16], ["mha:2", "ffn:32"], 12, 3)  # the tiny preset's layout: 3 blocks of 4 slots
+    assert slot_layers(Supernet(space, 16), teacher) == [[0, 0, 1, 1], [2, 2, 3, 3], [4, 4, 5, 5]]
+    space = SearchSpace([16], ["mha:2", "ffn:32"], 6, 3)  # 2 slots per 2 layers: one slot a layer
+    assert slot_layers(Supernet(space, 16), teacher) == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_a_teacher_without_bert_style_layers_is_refused():
+    config = DistilBertConfig(vocab_size=VOCAB, dim=16, n_layers=2, n_heads=2, hidden_dim=32, max_position_embeddings=64)
+    teacher = Teacher(model=DistilBertModel(config).eval(), tokenizer=None, mlm_head=None, name="distilbert")
+    with pytest.raises(ValueError, match="no BERT-style layer 0"):
+        teacher.layer(0)
+    with pytest.raises(ValueError, match="BERT-family teachers"):
+        teacher_importance(teacher, batches(1))
+    with pytest.raises(ValueError, match="out of range"):
+        random_teacher().layer(LAYERS)
