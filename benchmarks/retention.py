@@ -17,9 +17,7 @@ Writes OUT/retention/retention.md and retention.json; slice models in OUT/retent
 """
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 from nasbert_hf.distill import distill_exported, distilled_steps
@@ -34,18 +32,7 @@ from nasbert_hf.teacher import load_teacher
 from nasbert_hf.teacher_init import largest_teacher_cut, slot_layers, untrained_copy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import distill_options  # noqa: E402  (the options the main job distils with)
-
-T0 = time.time()
-
-
-def log(message):
-    print(f"[{time.time() - T0:7.1f} s] {message}", flush=True)
-
-
-def read(path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
+from quality import distill_options, log, read  # noqa: E402  (the options the main job distils with; helpers)
 
 def family_models(out):
     return [(m["name"], Path(out) / m["name"]) for m in read(Path(out) / "summary.json")["models"]]
