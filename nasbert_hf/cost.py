@@ -69,6 +69,13 @@ def factorized_embedding_params(vocab_size, max_positions, type_vocab_size, size
     return words + (max_positions + type_vocab_size) * table + 2 * table
 
 
+def exported_projection(factorization, embedding_size, hidden_size):
+    """Whether a searched model projects its embedding to the first slot: always when exported from
+    principal coordinates ("all": block 0 reads a projection of the embeddings), only when narrower
+    for a factorised teacher word table ("word": at the teacher's width it is the teacher's table)."""
+    return factorization == "all" or embedding_size != hidden_size
+
+
 def count_params(config, embeddings=True, pooler=True):
     """Parameters of `NasBertModel(config)`; `embeddings=False` leaves out the embeddings module
     (tables, LayerNorm and projection), `pooler=False` the pooler. Each slot counts at its own
@@ -152,12 +159,9 @@ class ParamsCost(CostModel):
         return op_params(code, hidden_size)
 
     def embedding_cost(self, embedding_size, hidden_size):
-        # Models exported from principal coordinates always project the embeddings (block 0 reads
-        # its projection of them); a factorised teacher word table needs one only when narrower.
-        projection = self.embedding_factorization == "all" or embedding_size != hidden_size
         return factorized_embedding_params(
             self.vocab_size, self.max_position_embeddings, self.type_vocab_size, embedding_size, hidden_size,
-            self.embedding_factorization, projection,
+            self.embedding_factorization, exported_projection(self.embedding_factorization, embedding_size, hidden_size),
         )
 
     def head_cost(self, hidden_size):
@@ -188,8 +192,8 @@ class FlopsCost(CostModel):
         return op_flops(code, hidden_size, self.seq_len)
 
     def embedding_cost(self, embedding_size, hidden_size):
-        if self.embedding_factorization == "word" and embedding_size == hidden_size:
-            return 0  # the teacher's own table: no projection
+        if not exported_projection(self.embedding_factorization, embedding_size, hidden_size):
+            return 0
         return 2 * self.seq_len * embedding_size * hidden_size
 
     def head_cost(self, hidden_size):
