@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from quality import add_recipe_arguments, distill_options, fmt, log, mean_std, read, recipe_arguments
+from quality import add_recipe_arguments, distill_options, fmt, log, mean_std, read, recipe_arguments, run_folder
 
 from nasbert_hf.architecture import Architecture
 from nasbert_hf.distill import distill_exported, distilled_steps
@@ -83,8 +83,8 @@ def main():
             scores = {task: [] for task in args.tasks}
             for seed in args.seeds:
                 for task in args.tasks:
-                    quality_run = out / "quality" / "runs" / folder.name / task / f"seed{seed}"
-                    results_dir = quality_run if folder.parent == out else work / "runs" / folder.name / task / f"seed{seed}"
+                    results_dir = run_folder(out / "quality" if folder.parent == out else work, folder.name, task,
+                                             recipe.learning_rate, seed)
                     scores[task].append(headline(task, finetune(folder, task, replace(recipe, seed=seed), results_dir)))
                     log(f"{folder.name} {task} seed {seed}: {scores[task][-1]:.1f}")
             averages = [statistics.mean(values) for values in zip(*scores.values())]

@@ -149,6 +149,29 @@ def finetune_all(runs, jobs):
             log(future.result())
 
 
+def learning_rates(args):
+    """The recipe's learning-rate grid (`--learning-rates`), else its one `--learning-rate`."""
+    return list(args.learning_rates or [args.learning_rate])
+
+
+def run_folder(qdir, key, task, learning_rate, seed):
+    """Where one fine-tuning run keeps its results."""
+    return Path(qdir) / "runs" / key / task / f"lr{learning_rate:g}" / f"seed{seed}"
+
+
+def run_score(qdir, key, task, learning_rate, seed):
+    """The dev score of a finished run, or None."""
+    path = run_folder(qdir, key, task, learning_rate, seed) / "eval_results.json"
+    return headline(task, read(path)) if path.is_file() else None
+
+
+def best_learning_rate(qdir, key, task, seed, rates):
+    """The rate of `rates` whose run with `seed` scored best on the dev set (ties: the smaller rate)."""
+    scored = [(run_score(qdir, key, task, lr, seed), -lr, lr) for lr in rates]
+    finished = [item for item in scored if item[0] is not None]
+    return max(finished)[2] if finished else rates[0]
+
+
 def mean_std(values):
     return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else (None, None)
 
@@ -165,6 +188,9 @@ def add_recipe_arguments(parser):
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--learning-rates", type=float, nargs="+",
+                        help="A grid: each model is fine-tuned at every rate with the first seed, then with the other "
+                             "seeds at its best rate per task on the dev set (overrides --learning-rate).")
     parser.add_argument("--batch-size", type=int, default=32)
 
 
@@ -279,13 +305,24 @@ def main():
         fingerprint = (model_fingerprint(entry["folder"]), entry.get("learning_rate"))
         entry["same_weights_as"] = fingerprints.setdefault(fingerprint, entry["name"])
     key = {e["name"]: e.get("run_key") or e["same_weights_as"].split(" ")[0] for e in entries}
+    tuned = [entry for entry in entries
+             if entry["same_weights_as"] == entry["name"] and not (args.no_teacher and entry["kind"] == "teacher")]
+    grid = {entry["name"]: [entry["learning_rate"]] if "learning_rate" in entry else learning_rates(args)
+            for entry in entries}
     ft_start = time.time()
-    runs = [(entry["name"], entry["folder"], task,
-             replace(recipe, seed=seed, **({"learning_rate": entry["learning_rate"]} if "learning_rate" in entry else {})),
-             qdir / "runs" / key[entry["name"]] / task / f"seed{seed}")
-            for seed in args.seeds for task in args.tasks for entry in entries
-            if entry["same_weights_as"] == entry["name"] and not (args.no_teacher and entry["kind"] == "teacher")]
-    finetune_all(runs, args.jobs)
+
+    def runs(seeds, rates):
+        return [(entry["name"], entry["folder"], task, replace(recipe, seed=seed, learning_rate=lr),
+                 run_folder(qdir, key[entry["name"]], task, lr, seed))
+                for seed in seeds for task in args.tasks for entry in tuned for lr in rates(entry, task)]
+
+    # Every learning rate of the grid with the first seed, then the other seeds at each model's
+    # best rate per task on the dev set (BERT's selection); one rate: every seed at once.
+    finetune_all(runs(args.seeds[:1], lambda entry, task: grid[entry["name"]]), args.jobs)
+    best = {(entry["name"], task): best_learning_rate(qdir, key[entry["same_weights_as"]], task, args.seeds[0],
+                                                      grid[entry["same_weights_as"]])
+            for entry in entries for task in args.tasks}
+    finetune_all(runs(args.seeds[1:], lambda entry, task: [best[entry["name"], task]]), args.jobs)
     ft_wall = time.time() - ft_start
 
     # 5. Tables.
@@ -296,13 +333,14 @@ def main():
         for seed in args.seeds:
             per_seed = {}
             for task in args.tasks:
-                path = qdir / "runs" / key[entry["same_weights_as"]] / task / f"seed{seed}" / "eval_results.json"
-                if path.is_file():
-                    per_seed[task] = headline(task, read(path))
-                    scores[task].append(per_seed[task])
+                score = run_score(qdir, key[entry["same_weights_as"]], task, best[entry["name"], task], seed)
+                if score is not None:
+                    per_seed[task] = score
+                    scores[task].append(score)
             if len(per_seed) == len(args.tasks):
                 averages.append(statistics.mean(per_seed.values()))
         rows[entry["name"]] = {**entry, "scores": scores, "averages": averages,
+                               "learning_rates": {task: best[entry["name"], task] for task in args.tasks},
                                "task_mean_std": {t: mean_std(v) for t, v in scores.items()},
                                "average_mean_std": mean_std(averages)}
     teacher_avg = rows[entries[0]["name"]]["average_mean_std"][0]
@@ -314,9 +352,13 @@ def main():
             other = rows.get(f"{kind}-{suffix}", {}).get("average_mean_std", (None,))[0]
             row["margin_over_baseline"] = None if avg is None or other is None else avg - other
 
+    rates = learning_rates(args)
+    lr_text = (f"lr {rates[0]:g}" if len(rates) == 1 else
+               f"lr per model and task the best of {', '.join(f'{lr:g}' for lr in rates)} on seed {args.seeds[0]}'s "
+               "dev score (then every seed at it)")
     lines = [
-        f"Recipe: {args.max_train_samples} training examples per task, seq {args.max_seq_length}, "
-        f"{args.epochs:g} epochs, lr {args.learning_rate:g}, batch {args.batch_size}, seeds "
+        f"Recipe: at most {args.max_train_samples} training examples per task, seq {args.max_seq_length}, "
+        f"{args.epochs:g} epochs, {lr_text}, batch {args.batch_size}, seeds "
         f"{' '.join(map(str, args.seeds))}; dev-set scores x100, mean ± std over seeds (CoLA: Matthews corr.; "
         "SST-2: accuracy; MRPC: mean of accuracy and F1). Latency: batch 1, seq "
         f"{run_config['seq_len']}, CPU, all models timed interleaved in one session.",
@@ -333,6 +375,10 @@ def main():
         lines.append(f"| {row['name']}{same} | {row['kind']} | {human(row['params'])} | {row['latency_ms']:.2f} | "
                      + " | ".join(fmt(row["task_mean_std"][t]) for t in args.tasks)
                      + f" | **{fmt(row['average_mean_std'])}** | {ratio} | {margin} |")
+    if len(rates) > 1:
+        lines += ["", "Learning rates chosen: " + "; ".join(
+            f"{row['name']} " + ", ".join(f"{t} {row['learning_rates'][t]:g}" for t in args.tasks)
+            for row in rows.values() if row["averages"])]
     lines += ["", "Before fine-tuning (assembled validation MSE on the run's first "
               f"{args.rescore_batches} validation batches, from the supernet; distillation validation after "
               f"{steps} steps):", ""]

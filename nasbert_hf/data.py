@@ -27,7 +27,11 @@ of workers, and when Accelerate shards the batches over processes (Accelerate ca
 sampler's `set_epoch` at every epoch). Masking follows BERT: each non-special token is chosen
 with probability `mlm_probability`; a chosen token becomes `[MASK]` 80% of the time, a
 uniformly random token 10%, and stays unchanged 10%; `labels` holds the original id at chosen
-positions and -100 elsewhere.
+positions and -100 elsewhere. With `mlm_probability=0` the text is left as it is (labels all
+-100): the hidden-state losses of the supernet stage and of distillation without an MLM term
+compare teacher and student on the text itself, and 15% of `[MASK]` and random tokens there
+cost the students about 2 points of the teacher's sentence geometry at 15M and 6 at 5M
+(docs/distillation.md).
 """
 
 import codecs
@@ -366,8 +370,10 @@ class MLMCollator:
 
     def mask(self, input_ids, attention_mask, epoch, index):
         """BERT masking of one example: (masked ids, labels with -100 at unmasked positions)."""
-        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch, index))
         input_ids = input_ids.long()
+        if self.mlm_probability == 0:
+            return input_ids, torch.full_like(input_ids, -100)
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch, index))
         maskable = attention_mask.bool() & ~torch.isin(input_ids, self._special)
         chosen = (torch.rand(input_ids.shape, generator=generator) < self.mlm_probability) & maskable
         labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
@@ -379,13 +385,14 @@ class MLMCollator:
 
 
 def mlm_dataloader(dataset, tokenizer, batch_size, shuffle=True, seed=0, mlm_probability=0.15) -> DataLoader:
-    """Batches of `input_ids` (BERT-masked), `attention_mask`, `token_type_ids` and `labels`.
+    """Batches of `input_ids` (BERT-masked; unmasked with `mlm_probability=0`), `attention_mask`,
+    `token_type_ids` and `labels`.
 
     Order and masks are a function of (seed, epoch): call `loader.sampler.set_epoch(epoch)`
     before each epoch (Accelerate's prepared loaders do it themselves).
     """
-    if not 0.0 < mlm_probability < 1.0:
-        raise ValueError(f"mlm_probability={mlm_probability} must be in (0, 1)")
+    if not 0.0 <= mlm_probability < 1.0:
+        raise ValueError(f"mlm_probability={mlm_probability} must be in [0, 1) (0: no masking)")
     _check_special_tokens(tokenizer)
     collator = MLMCollator(
         mask_token_id=tokenizer.mask_token_id,

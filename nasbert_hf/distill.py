@@ -54,6 +54,7 @@ from .training import (
     check_global_batches,
     check_run_dir,
     check_same_arguments,
+    check_same_inputs,
     loop_field,
     make_accelerator,
     mlm_dataloaders,
@@ -365,7 +366,8 @@ def distill(args):
     run_config = _run_config(args, teacher, model, matching, accelerator)
     checkpoint = check_run_dir(args, run_dir, DISTILL_CONFIG, "distillation run", "another --run-dir",
                                lambda saved: _check_same_run(saved, run_config, args.model, run_dir), accelerator)
-    train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator)
+    train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator,
+                                                mlm_probability=0.15 if run_config["masked_inputs"] else 0.0)
     write_run_config(run_dir, DISTILL_CONFIG, run_config, _announce(run_config, checkpoint), accelerator)
 
     optimizer, scheduler = _optimizer(args, student, accelerator.device)
@@ -394,11 +396,18 @@ def build_student(args, model, metadata, teacher):
     num_blocks = args.num_blocks or default_num_blocks(metadata, teacher.num_layers, num_slots)
     student_layers = matched_layers(num_slots, num_blocks)
     teacher_layers = teacher.block_boundaries(num_blocks)[1:]
-    logits = uses_soft_labels(args, teacher) or args.mlm_weight > 0
+    logits = uses_masked_inputs(args, teacher)  # the MLM terms need logits at the masked positions
     student = DistillationStudent(model, teacher.hidden_size, student_layers, compute_logits=logits)
     matching = {"num_blocks": num_blocks, "student_layers": student_layers, "teacher_layers": teacher_layers,
                 "projections_init": init_projections(student, args.supernet_run)}
     return student, matching
+
+
+def uses_masked_inputs(args, teacher):
+    """Whether the batches are BERT-masked: only an MLM term needs masked positions. The hidden-state
+    term alone compares both models on the text itself; on masked text it cost teacher-initialised
+    students 2 to 6 points of the teacher's sentence geometry (docs/distillation.md)."""
+    return uses_soft_labels(args, teacher) or args.mlm_weight > 0
 
 
 def uses_soft_labels(args, teacher):
@@ -542,6 +551,7 @@ def _run_config(args, teacher, model, matching, accelerator):
         **matching,
         "training": identity,
         "num_processes": accelerator.num_processes,
+        "masked_inputs": uses_masked_inputs(args, teacher),
     }
 
 
@@ -552,6 +562,7 @@ def _check_same_run(saved, current, model, run_dir):
             "resume with the run's model (or use another --run-dir)."
         )
     check_same_arguments(saved, current, RUN_IDENTITY, "use another --run-dir", partial(_same_value, run_dir=run_dir))
+    check_same_inputs(saved, current, "use another --run-dir")
 
 
 def _same_value(name, saved, current, run_dir):

@@ -257,8 +257,9 @@ def validation_batches(run_config, teacher, count):
         validation_size=training["validation_size"], seed=run_config["seed"],
         max_train_sequences=training.get("max_train_sequences"), cache_dir=training.get("cache_dir"),
     )
+    # The text as the supernet saw it: masked by runs that recorded nothing, unmasked since.
     loader = mlm_dataloader(splits["validation"], teacher.tokenizer, training["eval_batch_size"], shuffle=False,
-                            seed=run_config["seed"])
+                            seed=run_config["seed"], mlm_probability=0.15 if run_config.get("masked_inputs", True) else 0.0)
     batches = []
     for batch in loader:
         if len(batches) == count:

@@ -49,6 +49,7 @@ from .training import (
     check_run_dir,
     check_same_arguments,
     make_accelerator,
+    check_same_inputs,
     mlm_dataloaders,
     parameter_groups,
     same_value,
@@ -138,7 +139,8 @@ def train_supernet(args):
     run_config = _run_config(args, space, teacher, accelerator)
     checkpoint = check_run_dir(args, run_dir, RUN_CONFIG_FILE, "supernet run", "another output folder",
                                lambda saved: _check_same_run(saved, run_config), accelerator)
-    train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator)
+    # Block-wise hidden-state losses only: the blocks see the text itself, not BERT-masked text.
+    train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator, mlm_probability=0.0)
     resuming = f"\nResuming from {checkpoint}" if checkpoint is not None else ""
     write_run_config(run_dir, RUN_CONFIG_FILE, run_config, f"Search space: {space.describe()}{resuming}", accelerator)
 
@@ -301,6 +303,7 @@ def _run_config(args, space, teacher, accelerator):
             **(teacher.embedding_dimensions() if space.embedding_sizes else {}),  # a searched embedding keeps them
         },
         "num_processes": accelerator.num_processes,
+        "masked_inputs": False,
     }
 
 
@@ -311,3 +314,4 @@ def _check_same_run(saved, current):
     if not same_value("teacher", saved.get("teacher"), current["teacher"]):
         raise ValueError(f"--resume: the run's teacher {saved.get('teacher')!r} differs from {current['teacher']!r}.")
     check_same_arguments(saved, current, RUN_IDENTITY, "start a new run folder")
+    check_same_inputs(saved, current, "start a new run folder")

@@ -185,7 +185,8 @@ def parameter_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def mlm_dataloaders(args, teacher, accelerator):
+def mlm_dataloaders(args, teacher, accelerator, mlm_probability=0.15):
+    """Train and validation loaders of the corpus (`mlm_probability=0`: the text unmasked)."""
     from .data import DEFAULT_CORPUS, build_mlm_datasets, mlm_dataloader
 
     check_max_length(args.seq_len, teacher, "seq_len", f"teacher {teacher.name!r}")
@@ -205,9 +206,11 @@ def mlm_dataloaders(args, teacher, accelerator):
             f"The validation split holds {len(splits['validation'])} sequences, fewer than one eval batch "
             f"({args.eval_batch_size}); raise validation_size or lower eval_batch_size."
         )
-    train = mlm_dataloader(splits["train"], teacher.tokenizer, args.batch_size, shuffle=True, seed=args.seed)
+    train = mlm_dataloader(splits["train"], teacher.tokenizer, args.batch_size, shuffle=True, seed=args.seed,
+                           mlm_probability=mlm_probability)
     evaluation = mlm_dataloader(
-        splits["validation"], teacher.tokenizer, args.eval_batch_size, shuffle=False, seed=args.seed
+        splits["validation"], teacher.tokenizer, args.eval_batch_size, shuffle=False, seed=args.seed,
+        mlm_probability=mlm_probability,
     )
     return full_batches_only(train), full_batches_only(evaluation)
 
@@ -300,6 +303,17 @@ def check_same_arguments(saved, current, names, instead, same=same_value):
                 f"--resume: the run was started with {name}={saved_args.get(name)!r}, now "
                 f"{name}={current_args[name]!r}; resume with the same value (or {instead})."
             )
+
+
+def check_same_inputs(saved, current, instead):
+    """Refuse to resume a run whose inputs were masked differently (runs made before inputs were
+    left unmasked for hidden-state-only losses recorded nothing: they were masked)."""
+    if saved.get("masked_inputs", True) != current["masked_inputs"]:
+        state = {True: "BERT-masked", False: "unmasked"}
+        raise ValueError(
+            f"--resume: the run was trained on {state[saved.get('masked_inputs', True)]} text, this one would be on "
+            f"{state[current['masked_inputs']]} text; {instead}."
+        )
 
 
 def write_run_config(run_dir, config_file, run_config, message, accelerator):

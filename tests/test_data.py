@@ -261,6 +261,16 @@ def test_batches_have_mlm_columns_and_labels_hold_the_original_tokens(mlm_data, 
     assert not chosen[:, 0].any() and not chosen[:, -1].any()
 
 
+def test_mlm_probability_zero_leaves_the_text_as_it_is(mlm_data, tokenizer):
+    dataset = mlm_data["validation"]
+    batch = _batches(mlm_dataloader(dataset, tokenizer, batch_size=16, shuffle=False, mlm_probability=0.0), count=1)[0]
+    assert torch.equal(batch["input_ids"], torch.tensor(dataset[:16]["input_ids"]))
+    assert (batch["labels"] == -100).all()
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"mlm_probability=.* must be in \[0, 1\)"):
+            mlm_dataloader(dataset, tokenizer, batch_size=16, mlm_probability=bad)
+
+
 def test_masking_rate_and_80_10_10_split(mlm_data, tokenizer):
     dataset = mlm_data["train"].select(range(800))
     loader = mlm_dataloader(dataset, tokenizer, batch_size=100, seed=3)

@@ -149,7 +149,7 @@ def test_layer_matching():
 # -- whole runs --------------------------------------------------------------------------------
 
 
-def reference_losses(model_dir, teacher_dir, args):
+def reference_losses(model_dir, teacher_dir, args, mlm_probability=0.15):
     """Validation losses computed directly from the saved folders (full-vocabulary logits of
     `AutoModelForMaskedLM`s, hidden states of plain forward passes) on the run's validation batches."""
     from transformers import AutoModelForMaskedLM
@@ -159,7 +159,8 @@ def reference_losses(model_dir, teacher_dir, args):
     plain = load_teacher(teacher_dir)
     splits = build_mlm_datasets(args.corpus, plain.tokenizer, seq_len=args.seq_len, validation_size=args.validation_size,
                                 seed=args.seed, max_train_sequences=args.max_train_sequences, cache_dir=args.cache_dir)
-    loader = mlm_dataloader(splits["validation"], plain.tokenizer, args.eval_batch_size, shuffle=False, seed=args.seed)
+    loader = mlm_dataloader(splits["validation"], plain.tokenizer, args.eval_batch_size, shuffle=False, seed=args.seed,
+                            mlm_probability=mlm_probability)
     dense = student.cls.dense  # the projections start as the MLM head's dense layer
     sums = {"hidden": 0.0, "mlm_kd": 0.0, "mlm": 0.0}
     counts = {"hidden": 0, "mlm": 0}
@@ -177,7 +178,9 @@ def reference_losses(model_dir, teacher_dir, args):
                 soft = F.log_softmax(teacher(batch["input_ids"]).logits[masked], -1)
                 sums["mlm_kd"] += F.kl_div(F.log_softmax(out.logits[masked], -1), soft, reduction="sum",
                                            log_target=True).item()
-    losses = {"hidden": sums["hidden"] / counts["hidden"], "mlm": sums["mlm"] / counts["mlm"]}
+    losses = {"hidden": sums["hidden"] / counts["hidden"]}
+    if counts["mlm"]:  # unmasked text has no masked positions
+        losses["mlm"] = sums["mlm"] / counts["mlm"]
     if teacher is not None:
         losses["mlm_kd"] = sums["mlm_kd"] / counts["mlm"]
     return losses
@@ -232,6 +235,29 @@ def test_soft_label_kd_only_with_an_mlm_head_teacher(setup, tmp_path):
     quiet = tmp_path / "no-kd"
     distill(arguments(setup, quiet, model=setup["mlm_student"], max_steps=1, mlm_kd_weight=0.0))
     assert "mlm_kd" not in read_record(quiet)["validation_after"]
+
+
+def test_only_an_mlm_term_masks_the_text(setup, finished, tmp_path):
+    out, run_dir = finished  # with the student's MLM term: BERT-masked text
+    assert json.loads((run_dir / "distill_config.json").read_text())["masked_inputs"] is True
+    plain = tmp_path / "plain"
+    args = arguments(setup, plain, max_steps=1, mlm_weight=0.0, mlm_kd_weight=0.0)
+    distill(args)
+    plain_run = tmp_path / "plain-run"
+    assert json.loads((plain_run / "distill_config.json").read_text())["masked_inputs"] is False
+    before = read_record(plain)["validation_before"]
+    assert set(before) == {"hidden", "total"}
+    # The hidden-state term is computed on the text itself.
+    unmasked = reference_losses(setup["student"], setup["teacher"], args, mlm_probability=0.0)["hidden"]
+    masked = reference_losses(setup["student"], setup["teacher"], args)["hidden"]
+    assert before["hidden"] == pytest.approx(unmasked, rel=1e-5) and abs(unmasked - masked) > 1e-4 * unmasked
+    # A run recorded before masking was recorded (so trained on masked text) does not resume unmasked.
+    config = json.loads((plain_run / "distill_config.json").read_text())
+    del config["masked_inputs"]
+    (plain_run / "distill_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="trained on BERT-masked text, this one would be on unmasked text"):
+        distill(arguments(setup, tmp_path / "again", run_dir=str(plain_run), max_steps=1, mlm_weight=0.0,
+                          mlm_kd_weight=0.0, resume=True))
 
 
 def test_resume_from_a_checkpoint_gives_the_same_model(setup, finished, tmp_path):

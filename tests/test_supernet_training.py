@@ -130,6 +130,24 @@ def test_an_existing_run_needs_resume_and_the_same_arguments(supernet_setup, fin
         train_supernet(supernet_arguments(supernet_setup, copy, resume=True, learning_rate=0.5))
 
 
+def test_blocks_train_on_unmasked_text_and_older_masked_runs_do_not_resume(supernet_setup, finished_run, tmp_path):
+    from nasbert_hf.pipeline import validation_batches
+    from nasbert_hf.teacher import load_teacher
+
+    config = json.loads((finished_run / "run_config.json").read_text())
+    assert config["masked_inputs"] is False
+    teacher = load_teacher(supernet_setup["teacher"])
+    # The search rescores on the text as the supernet saw it: unmasked, or masked for older runs.
+    assert all((batch["labels"] == -100).all() for batch in validation_batches(config, teacher, 2))
+    older = {key: value for key, value in config.items() if key != "masked_inputs"}
+    assert all((batch["labels"] != -100).any() for batch in validation_batches(older, teacher, 2))
+    copy = tmp_path / "older"
+    shutil.copytree(finished_run, copy)
+    (copy / "run_config.json").write_text(json.dumps(older))
+    with pytest.raises(ValueError, match="trained on BERT-masked text, this one would be on unmasked text"):
+        train_supernet(supernet_arguments(supernet_setup, copy, resume=True))
+
+
 def test_bad_inputs_give_clear_errors(supernet_setup, tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such-teacher"):
         train_supernet(supernet_arguments(supernet_setup, tmp_path / "a", teacher=str(tmp_path / "no-such-teacher")))
