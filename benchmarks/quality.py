@@ -207,6 +207,7 @@ def main():
                                         "`nasbert search --out` folder (its summary names the supernet run).")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "cola"])
+    parser.add_argument("--models", nargs="+", help="Family members to benchmark, with their baselines (default: all).")
     add_recipe_arguments(parser)
     parser.add_argument("--teacher-learning-rate", type=float,
                         help="Also fine-tune the teacher at this learning rate (e.g. BERT's 2e-5), as a second "
@@ -228,7 +229,10 @@ def main():
     qdir = out / "quality"
     qdir.mkdir(parents=True, exist_ok=True)
     summary = read(out / "summary.json")
-    family = [read(out / m["name"] / "nasbert.json") for m in summary["models"]]
+    family = [read(out / m["name"] / "nasbert.json") for m in summary["models"]
+              if not args.models or m["name"] in args.models]
+    if not family:
+        raise SystemExit(f"--models {' '.join(args.models)}: none of {[m['name'] for m in summary['models']]}")
     steps = max(distilled_steps(out / m["name"]) for m in family)
     log(f"family: {', '.join(m['name'] for m in family)}; distilled {steps} steps")
 

@@ -13,6 +13,10 @@ family made by an earlier version), it scores:
 
     python benchmarks/retention.py nasbert-out --data-dir ../shared/data/glue --compare old-out
 
+Each model of OUT is also compared with its same-budget slice (distilled, else untrained): the
+difference in corpus-pair retention with its 95% paired-bootstrap interval over the pairs, so
+that a gap the choice of pairs could make is not read as a win.
+
 Writes OUT/retention/retention.md and retention.json; slice models in OUT/retention/models/.
 """
 
@@ -25,7 +29,8 @@ from nasbert_hf.export import from_supernet, model_metadata, save_model_folder
 from nasbert_hf.folders import write_json
 from nasbert_hf.modeling import NasBertModel
 from nasbert_hf.pipeline import supernet_run_of, teacher_dimensions
-from nasbert_hf.retention import corpus_sentence_pairs, mrpc_auc, mrpc_pairs, pair_cosines, similarity_retention
+from nasbert_hf.metrics import spearman_corrcoef
+from nasbert_hf.retention import corpus_sentence_pairs, mrpc_auc, mrpc_pairs, pair_cosines, retention_difference
 from nasbert_hf.search import Budget, cost_model_for
 from nasbert_hf.supernet import Supernet
 from nasbert_hf.teacher import load_teacher
@@ -86,6 +91,16 @@ def slice_models(out, teacher, distill):
     return rows + ([(f"{name} (distilled {steps})", folder / name) for name in names] if distill and steps else [])
 
 
+def same_budget_slice(name, out, cosines):
+    """The row of the slice a model of OUT is compared with: distilled if scored, else untrained."""
+    family = f" ({Path(out).name})"
+    if not (name.startswith("nasbert-") and name.endswith(family)):
+        return None
+    prefix = "slice-" + name.removesuffix(family).removeprefix("nasbert-") + " ("
+    candidates = [row for row in cosines if row.startswith(prefix)]
+    return next((row for row in candidates if "distilled" in row), candidates[0] if candidates else None)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", help="A finished `nasbert compress` folder.")
@@ -107,22 +122,31 @@ def main():
         rows += [(f"{name} ({folder.name})", path) for name, path in family_models(folder)]
     if not args.no_slices:
         rows += slice_models(out, teacher, distill=not args.no_distill)
-    results = []
+    results, cosines = [], {}
     for name, path in rows:
         model = teacher.model if path is None else NasBertModel.from_pretrained(path)
         size = sum(p.numel() for p in model.parameters())
-        result = {"model": name, "params": size, "corpus_pairs": similarity_retention(model, reference, tokenizer, pairs)}
+        cosines[name] = pair_cosines(model, tokenizer, pairs)
+        result = {"model": name, "params": size, "corpus_pairs": 100 * spearman_corrcoef(cosines[name], reference)}
         if mrpc:
             result["mrpc_auc"] = mrpc_auc(model, tokenizer, *mrpc)
         results.append(result)
         log(f"{name}: {size / 1e6:.2f}M, " + ", ".join(f"{k} {v:.1f}" for k, v in result.items() if k not in ("model", "params")))
+    for result in results:
+        baseline = same_budget_slice(result["model"], out, cosines)
+        if baseline:
+            result["vs_slice"] = {"slice": baseline, **dict(zip(
+                ("difference", "low", "high"), retention_difference(cosines[result["model"]], cosines[baseline], reference)))}
     report = Path(out) / "retention"
     report.mkdir(parents=True, exist_ok=True)
     write_json(report / "retention.json", results)
-    header = "| model | params | corpus pairs (Spearman x 100) |" + (" MRPC zero-shot (AUC x 100) |" if mrpc else "")
+    header = ("| model | params | corpus pairs (Spearman x 100) | vs same-budget slice (95% CI) |"
+              + (" MRPC zero-shot (AUC x 100) |" if mrpc else ""))
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in results:
-        lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['corpus_pairs']:.1f} |"
+        versus = r.get("vs_slice")
+        versus = f"{versus['difference']:+.1f} [{versus['low']:+.1f}, {versus['high']:+.1f}]" if versus else ""
+        lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['corpus_pairs']:.1f} | {versus} |"
                      + (f" {r['mrpc_auc']:.1f} |" if mrpc else ""))
     (report / "retention.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

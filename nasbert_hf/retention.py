@@ -13,7 +13,10 @@ student that keeps what the teacher knows puts sentences at similar angles.
   cosine similarity of the two sentences against the paraphrase labels (50: chance). It needs
   the GLUE data, so it is reported where a data folder is given.
 
-`benchmarks/retention.py` reports both for a family, its same-budget baselines and the teacher.
+`retention_difference` says whether two models' retentions differ beyond the choice of pairs: the
+difference with a 95% paired-bootstrap interval (pairs resampled, both models on each resample).
+
+`benchmarks/retention.py` reports them for a family, its same-budget baselines and the teacher.
 """
 
 import gzip
@@ -78,6 +81,24 @@ def similarity_retention(model, teacher_cosines, tokenizer, pairs):
     """Spearman x 100 between the teacher's cosines (`pair_cosines(teacher, ...)`, computed once)
     and `model`'s on the same `pairs`."""
     return 100 * spearman_corrcoef(pair_cosines(model, tokenizer, pairs), teacher_cosines)
+
+
+def retention_difference(cosines, other_cosines, teacher_cosines, resamples=1000, seed=0):
+    """`(difference, low, high)`: the retention of the model with `cosines` minus that of the model
+    with `other_cosines` (both `pair_cosines` on the same pairs), and the 2.5th and 97.5th
+    percentiles of that difference over `resamples` bootstrap resamples of the pairs."""
+    cosines, other_cosines, teacher_cosines = map(np.asarray, (cosines, other_cosines, teacher_cosines))
+    if not len(cosines) == len(other_cosines) == len(teacher_cosines):
+        raise ValueError("retention_difference needs the cosines of both models and the teacher on the same pairs.")
+
+    def difference(index):
+        reference = teacher_cosines[index]
+        return 100 * (spearman_corrcoef(cosines[index], reference) - spearman_corrcoef(other_cosines[index], reference))
+
+    rng = np.random.default_rng(seed)
+    samples = [difference(rng.integers(0, len(cosines), len(cosines))) for _ in range(resamples)]
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return difference(np.arange(len(cosines))), float(low), float(high)
 
 
 def roc_auc(scores, labels):

@@ -8,10 +8,12 @@ from conftest import save_random_teacher
 from nasbert_hf.retention import (
     corpus_sentence_pairs,
     pair_cosines,
+    retention_difference,
     roc_auc,
     sentence_embeddings,
     similarity_retention,
 )
+from nasbert_hf.metrics import spearman_corrcoef
 from nasbert_hf.teacher import load_teacher
 
 
@@ -43,3 +45,17 @@ def test_a_model_keeps_all_of_itself_and_padding_does_not_change_its_embeddings(
     other = load_teacher(save_random_teacher(tmp_path / "other", seed=1))
     assert similarity_retention(other.model, reference, teacher.tokenizer, pairs) < 90
     assert np.isfinite(reference).all()
+
+
+def test_retention_difference_separates_a_real_gap_from_the_choice_of_pairs():
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=500)
+    close, far = teacher + 0.3 * rng.normal(size=500), teacher + 1.0 * rng.normal(size=500)
+    assert retention_difference(close, close, teacher) == (0.0, 0.0, 0.0)
+    gap, low, high = retention_difference(close, far, teacher, resamples=300)
+    assert gap == pytest.approx(100 * (spearman_corrcoef(close, teacher) - spearman_corrcoef(far, teacher)))
+    assert 0 < low < gap < high  # the better model is better on (nearly) every resample
+    # Paired: both models are scored on each resample, so swapping them mirrors the interval.
+    assert retention_difference(far, close, teacher, resamples=300) == pytest.approx((-gap, -high, -low))
+    with pytest.raises(ValueError, match="same pairs"):
+        retention_difference(close[:10], far, teacher)
