@@ -16,12 +16,18 @@ Baselines are distilled with the run's own preset (`tiny`, `small`, ...: its `di
 as many steps as the family was.
 
 Every model is fine-tuned with one recipe (`nasbert report`'s `finetune`, i.e. `run_glue`) on each
-task and seed; each result is kept in OUT/quality/runs/<model>/<task>/seed<k>/eval_results.json with
-its settings, so an interrupted run resumes. Tables: OUT/quality/quality.md and quality.json; plot:
+task and seed. With a learning-rate grid (`--learning-rates`, and `--teacher-learning-rates` for the
+teacher), each model is fine-tuned at every rate with the first seed, and with the other seeds at
+its best rate per task on the dev set (BERT's selection). Each result is kept in
+OUT/quality/runs/<model>/<task>/lr<rate>/seed<k>/eval_results.json with its settings, so an
+interrupted run resumes. Tables: OUT/quality/quality.md and quality.json; plot:
 OUT/quality/quality.png (and --plot).
 
-    python benchmarks/quality.py nasbert-out --ablation-out /tmp/fam-inherit \\
-        --data-dir ../shared/data/glue --plot docs/quality.png
+    python benchmarks/quality.py nasbert-out --data-dir ../shared/data/glue --plot docs/quality.png
+    # A recipe with headroom: whole MRPC, 3 epochs, an lr grid, 3 seeds (docs/finetuning.md).
+    python benchmarks/quality.py nasbert-out --data-dir ../shared/data/glue --tasks mrpc --models nasbert-5M \\
+        --max-train-samples 10000 --max-seq-length 128 --learning-rates 1e-4 3e-4 \\
+        --teacher-learning-rates 5e-5 1e-4 --jobs 2
 """
 
 import argparse
@@ -149,8 +155,11 @@ def finetune_all(runs, jobs):
             log(future.result())
 
 
-def learning_rates(args):
-    """The recipe's learning-rate grid (`--learning-rates`), else its one `--learning-rate`."""
+def learning_rates(args, kind=None):
+    """The recipe's learning-rate grid (`--learning-rates`; the teacher's own with
+    `--teacher-learning-rates`), else its one `--learning-rate`."""
+    if kind == "teacher" and getattr(args, "teacher_learning_rates", None):
+        return list(args.teacher_learning_rates)
     return list(args.learning_rates or [args.learning_rate])
 
 
@@ -212,6 +221,9 @@ def main():
     parser.add_argument("--teacher-learning-rate", type=float,
                         help="Also fine-tune the teacher at this learning rate (e.g. BERT's 2e-5), as a second "
                              "reference row beside the one-recipe teacher.")
+    parser.add_argument("--teacher-learning-rates", type=float, nargs="+",
+                        help="The teacher's own grid (default: --learning-rates): a 22.7M model that is already "
+                             "trained wants smaller rates than small students.")
     parser.add_argument("--no-teacher", action="store_true",
                         help="Do not fine-tune the teacher (its row of another benchmark with the same recipe is the "
                              "reference; the / teacher column stays empty).")
@@ -311,7 +323,7 @@ def main():
     key = {e["name"]: e.get("run_key") or e["same_weights_as"].split(" ")[0] for e in entries}
     tuned = [entry for entry in entries
              if entry["same_weights_as"] == entry["name"] and not (args.no_teacher and entry["kind"] == "teacher")]
-    grid = {entry["name"]: [entry["learning_rate"]] if "learning_rate" in entry else learning_rates(args)
+    grid = {entry["name"]: [entry["learning_rate"]] if "learning_rate" in entry else learning_rates(args, entry["kind"])
             for entry in entries}
     ft_start = time.time()
 
@@ -356,10 +368,12 @@ def main():
             other = rows.get(f"{kind}-{suffix}", {}).get("average_mean_std", (None,))[0]
             row["margin_over_baseline"] = None if avg is None or other is None else avg - other
 
-    rates = learning_rates(args)
+    rates, teacher_rates = learning_rates(args), learning_rates(args, "teacher")
     lr_text = (f"lr {rates[0]:g}" if len(rates) == 1 else
                f"lr per model and task the best of {', '.join(f'{lr:g}' for lr in rates)} on seed {args.seeds[0]}'s "
                "dev score (then every seed at it)")
+    if teacher_rates != rates:
+        lr_text += f" (teacher: of {', '.join(f'{lr:g}' for lr in teacher_rates)})"
     lines = [
         f"Recipe: at most {args.max_train_samples} training examples per task, seq {args.max_seq_length}, "
         f"{args.epochs:g} epochs, {lr_text}, batch {args.batch_size}, seeds "
@@ -379,7 +393,7 @@ def main():
         lines.append(f"| {row['name']}{same} | {row['kind']} | {human(row['params'])} | {row['latency_ms']:.2f} | "
                      + " | ".join(fmt(row["task_mean_std"][t]) for t in args.tasks)
                      + f" | **{fmt(row['average_mean_std'])}** | {ratio} | {margin} |")
-    if len(rates) > 1:
+    if len(rates) > 1 or len(teacher_rates) > 1:
         lines += ["", "Learning rates chosen: " + "; ".join(
             f"{row['name']} " + ", ".join(f"{t} {row['learning_rates'][t]:g}" for t in args.tasks)
             for row in rows.values() if row["averages"])]

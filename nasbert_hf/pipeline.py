@@ -461,6 +461,7 @@ class FamilySearch:
         self.teacher, self.tables, self.latency, self.settings = teacher, tables, latency, settings
         self.cached = CachedTeacher(teacher)
         self.batches = validation_batches(run_config, teacher, args.rescore_batches)
+        self.teacher_copy = None  # the teacher's own weights in the supernet's form, built on first use
 
     def export(self, budget, out):
         """Export the best model of `budget` as `OUT/<budget name>`; returns its summary record."""
@@ -477,7 +478,8 @@ class FamilySearch:
                   for r in candidates]
         loss, best = min(scored, key=lambda item: (item[0], item[1].approx_loss))
         arch = best.architecture
-        model = from_supernet(self.supernet, arch, teacher)
+        source, losses = self.start_weights(arch, loss)
+        model = from_supernet(source, arch, teacher)
         metadata = model_metadata(
             budget.name, arch, model.config,
             budget=str(budget),
@@ -486,7 +488,8 @@ class FamilySearch:
             teacher=self.run_config["teacher"],
             teacher_params=teacher.num_parameters(),
             corpus=self.run_config.get("corpus") or "embedded Wikipedia sample",
-            losses={"approx_sum_of_block_losses": best.approx_loss, "assembled_validation_mse": loss},
+            losses={"approx_sum_of_block_losses": best.approx_loss, **losses},
+            weights="teacher" if source is not self.supernet else "supernet",
             search={"space": self.run_config["search_space"], **self.settings,
                     "rescored": [{"architecture": str(r.architecture), "approx_loss": r.approx_loss,
                                   "assembled_loss": value} for value, r in scored]},
@@ -495,8 +498,31 @@ class FamilySearch:
         save_model_folder(model, teacher.tokenizer, metadata, out / budget.name)
         if replaced:  # a distillation run of the model replaced cannot resume on this one
             shutil.rmtree(out / RUNS_SUBDIR / budget.name, ignore_errors=True)
-        logger.info("%s: %s (assembled loss %.4f)", budget.name, arch, loss)
+        logger.info("%s: %s (assembled loss %.4f, %s weights)", budget.name, arch, losses["assembled_validation_mse"],
+                    metadata["weights"])
         return {key: metadata[key] for key in SUMMARY_FIELDS}
+
+    def start_weights(self, arch, loss):
+        """`(source, losses)`: where the export takes `arch`'s weights from, and its assembled losses.
+
+        The supernet's copy, unless `arch` is a cut of the teacher (whole sub-layers kept or
+        dropped) and the teacher's own weights reproduce the teacher better on the validation
+        batches: training the slices the supernet shares moves its whole layers too, so a cut
+        exported from it ends up behind the same cut taken from the teacher (at 15M, 0.2 points of
+        retention after the same distillation, docs/finetuning.md)."""
+        from .supernet import evaluate_architecture
+        from .teacher_init import keeps_whole_sublayers, untrained_copy
+
+        losses = {"assembled_validation_mse": loss}
+        if not (self.supernet.in_teacher_coordinates and keeps_whole_sublayers(self.space, arch)):
+            return self.supernet, losses
+        if self.teacher_copy is None:
+            self.teacher_copy = untrained_copy(self.supernet, self.teacher)
+        teacher_loss = evaluate_architecture(self.teacher_copy, self.cached, arch, self.batches)
+        compared = {"supernet_weights_validation_mse": loss, "teacher_weights_validation_mse": teacher_loss}
+        if teacher_loss < loss:
+            return self.teacher_copy, {"assembled_validation_mse": teacher_loss, **compared}
+        return self.supernet, {**losses, **compared}
 
 
 def _family_candidates(tables, cost_model, budget, args):
@@ -512,7 +538,7 @@ def _family_candidates(tables, cost_model, budget, args):
 
 
 SUMMARY_FIELDS = ("name", "architecture", "params", "body_params", "embedding_size", "block_hidden_sizes", "flops",
-                  "budget", "latency_ms", "losses")
+                  "budget", "latency_ms", "losses", "weights")
 
 
 def latencies(arch, tables, seq_len, teacher, repeats):

@@ -273,6 +273,15 @@ def largest_teacher_cut(space, slot_layers_of_blocks, num_layers, cost_model, li
     return None
 
 
+def keeps_whole_sublayers(space, arch):
+    """Whether every op of `arch` is a whole teacher sub-layer (the space's largest op of its kind)
+    or `id`: a cut of the teacher, whose weights `untrained_copy` gives in any unit order."""
+    from .supernet import largest_ops
+
+    whole = set(largest_ops(space).values())
+    return all(code == "id" or code in whole for code in arch.layers)
+
+
 @torch.no_grad()
 def untrained_copy(supernet, teacher):
     """A supernet like `supernet` (teacher coordinates) whose ops are the teacher's own again, in

@@ -242,6 +242,49 @@ def test_a_teacher_coordinates_run_ranks_the_teacher_first_and_exports_within_bu
     assert 0.7 * budget <= sum(p.numel() for p in model.parameters()) == record["params"] <= budget
 
 
+def test_a_cut_is_exported_with_whichever_weights_reproduce_the_teacher_better(supernet_setup, tmp_path):
+    import json
+
+    from conftest import supernet_arguments
+
+    from nasbert_hf.pipeline import SearchArguments, search_and_export, teacher_dimensions
+    from nasbert_hf.supernet_training import train_supernet
+    from nasbert_hf.teacher_init import keeps_whole_sublayers, teacher_cut
+
+    # Four steps at lr 0.1 wreck the supernet's copy of the teacher's layers.
+    space = TEACHER_SPACE_YAML.replace("max_steps: 2", "max_steps: 4").replace("learning_rate: 1.0e-4", "learning_rate: 0.1")
+    (tmp_path / "space.yaml").write_text(space)
+    run_dir = tmp_path / "run"
+    train_supernet(supernet_arguments(supernet_setup, run_dir, search_space=str(tmp_path / "space.yaml")))
+    teacher = load_teacher(supernet_setup["teacher"])
+    supernet, searched_space, run_config = Supernet.from_run(run_dir)
+    # A budget only the teacher's own architecture fills (the teacher's width as E, whole sub-layers).
+    whole = teacher_cut(searched_space, slot_layers(supernet, teacher), range(teacher.num_layers), teacher.hidden_size)
+    params = cost_model_for(Budget("params", float("inf")), run_config["seq_len"], **teacher_dimensions(teacher, supernet))
+    out = tmp_path / "out"
+    summary = search_and_export(SearchArguments(run_dir=str(run_dir), budgets=[f"params={params.cost(whole)}"],
+                                                out=str(out), top_k=2, rescore_batches=1, min_budget_use=1.0))
+    record = summary["models"][0]
+    losses = record["losses"]
+    assert record["weights"] == "teacher", record["losses"]
+    assert losses["assembled_validation_mse"] == losses["teacher_weights_validation_mse"]
+    assert losses["teacher_weights_validation_mse"] < losses["supernet_weights_validation_mse"]
+    # The exported layers are the teacher's own.
+    model = AutoModel.from_pretrained(out / record["name"])
+    arch = Architecture.parse(record["architecture"])
+    assert arch == whole and keeps_whole_sublayers(searched_space, arch)
+    layers = [layer for block in slot_layers(supernet, teacher) for layer in block]
+    kept = [(slot, layers[slot]) for slot, code in enumerate(arch.layers) if code.startswith("ffn")]
+    assert kept
+    for slot, layer in kept:
+        torch.testing.assert_close(model.encoder.layers[slot].intermediate.weight,
+                                   teacher.layer(layer).intermediate.weight, rtol=0, atol=0)
+    assert json.loads((out / record["name"] / "nasbert.json").read_text())["weights"] == "teacher"
+    # A model that prunes heads or neurons is not a cut: it keeps the supernet's weights.
+    pruned = Architecture.parse(record["architecture"].replace("ffn:64", "ffn:32", 1))
+    assert not keeps_whole_sublayers(searched_space, pruned)
+
+
 # -- importance and the slot-to-layer map ----------------------------------------------------
 
 HIDDEN, HEADS, INNER, LAYERS, VOCAB = 32, 4, 64, 2, 100
