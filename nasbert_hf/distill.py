@@ -2,7 +2,8 @@
 
 A searched architecture is exported with weights inherited from the supernet (`export.from_supernet`);
 `distill(args)` then trains the whole model further against the teacher on the pretraining
-corpus, with three losses on every batch of BERT-masked text:
+corpus, with three losses on every batch (BERT-masked only when an MLM term is on: the hidden
+term alone compares both models on the text itself, `uses_masked_inputs`):
 
 - **hidden**: MSE over real tokens between the student's hidden state at the end of each block
   (slot `k * num_slots / num_blocks`), mapped to the teacher's width by a learned linear
