@@ -29,8 +29,9 @@ from nasbert_hf.export import from_supernet, model_metadata, save_model_folder
 from nasbert_hf.folders import write_json
 from nasbert_hf.modeling import NasBertModel
 from nasbert_hf.pipeline import supernet_run_of, teacher_dimensions
-from nasbert_hf.metrics import spearman_corrcoef
-from nasbert_hf.retention import corpus_sentence_pairs, mrpc_auc, mrpc_pairs, pair_cosines, retention_difference
+from nasbert_hf.retention import (
+    corpus_sentence_pairs, mrpc_auc, mrpc_pairs, pair_cosines, retention_difference, retention_of,
+)
 from nasbert_hf.search import Budget, cost_model_for
 from nasbert_hf.supernet import Supernet
 from nasbert_hf.teacher import load_teacher
@@ -38,6 +39,7 @@ from nasbert_hf.teacher_init import largest_teacher_cut, slot_layers, untrained_
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import distill_options, log, read  # noqa: E402  (the options the main job distils with; helpers)
+
 
 def family_models(out):
     return [(m["name"], Path(out) / m["name"]) for m in read(Path(out) / "summary.json")["models"]]
@@ -127,7 +129,7 @@ def main():
         model = teacher.model if path is None else NasBertModel.from_pretrained(path)
         size = sum(p.numel() for p in model.parameters())
         cosines[name] = pair_cosines(model, tokenizer, pairs)
-        result = {"model": name, "params": size, "corpus_pairs": 100 * spearman_corrcoef(cosines[name], reference)}
+        result = {"model": name, "params": size, "corpus_pairs": retention_of(cosines[name], reference)}
         if mrpc:
             result["mrpc_auc"] = mrpc_auc(model, tokenizer, *mrpc)
         results.append(result)

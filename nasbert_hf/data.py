@@ -347,6 +347,14 @@ class _KeyedDataset(torch.utils.data.Dataset):
         return {"epoch": epoch, "index": index, **self.dataset[index]}
 
 
+MLM_PROBABILITY = 0.15  # BERT's masking rate
+
+
+def masking_rate(masked):
+    """The `mlm_probability` of batches that are BERT-masked (`masked`) or the text as it is."""
+    return MLM_PROBABILITY if masked else 0.0
+
+
 @dataclass
 class MLMCollator:
     """Stacks rows and masks each example with a generator seeded by (seed, epoch, index)."""
@@ -355,7 +363,7 @@ class MLMCollator:
     vocab_size: int
     special_token_ids: tuple
     seed: int = 0
-    mlm_probability: float = 0.15
+    mlm_probability: float = MLM_PROBABILITY
 
     def __post_init__(self):
         self._special = torch.tensor(self.special_token_ids, dtype=torch.long)
@@ -384,7 +392,7 @@ class MLMCollator:
         return masked, labels
 
 
-def mlm_dataloader(dataset, tokenizer, batch_size, shuffle=True, seed=0, mlm_probability=0.15) -> DataLoader:
+def mlm_dataloader(dataset, tokenizer, batch_size, shuffle=True, seed=0, mlm_probability=MLM_PROBABILITY) -> DataLoader:
     """Batches of `input_ids` (BERT-masked; unmasked with `mlm_probability=0`), `attention_mask`,
     `token_type_ids` and `labels`.
 

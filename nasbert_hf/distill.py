@@ -367,8 +367,7 @@ def distill(args):
     run_config = _run_config(args, teacher, model, matching, accelerator)
     checkpoint = check_run_dir(args, run_dir, DISTILL_CONFIG, "distillation run", "another --run-dir",
                                lambda saved: _check_same_run(saved, run_config, args.model, run_dir), accelerator)
-    train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator,
-                                                mlm_probability=0.15 if run_config["masked_inputs"] else 0.0)
+    train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator, masked=run_config["masked_inputs"])
     write_run_config(run_dir, DISTILL_CONFIG, run_config, _announce(run_config, checkpoint), accelerator)
 
     optimizer, scheduler = _optimizer(args, student, accelerator.device)

@@ -249,7 +249,8 @@ class CachedTeacher:
 
 def validation_batches(run_config, teacher, count):
     """The first `count` batches of the run's own validation split (the split training held out)."""
-    from .data import DEFAULT_CORPUS, build_mlm_datasets, mlm_dataloader
+    from .data import DEFAULT_CORPUS, build_mlm_datasets, masking_rate, mlm_dataloader
+    from .training import masked_inputs
 
     training = run_config["training"]
     splits = build_mlm_datasets(
@@ -257,9 +258,9 @@ def validation_batches(run_config, teacher, count):
         validation_size=training["validation_size"], seed=run_config["seed"],
         max_train_sequences=training.get("max_train_sequences"), cache_dir=training.get("cache_dir"),
     )
-    # The text as the supernet saw it: masked by runs that recorded nothing, unmasked since.
+    # The text as the supernet saw it.
     loader = mlm_dataloader(splits["validation"], teacher.tokenizer, training["eval_batch_size"], shuffle=False,
-                            seed=run_config["seed"], mlm_probability=0.15 if run_config.get("masked_inputs", True) else 0.0)
+                            seed=run_config["seed"], mlm_probability=masking_rate(masked_inputs(run_config)))
     batches = []
     for batch in loader:
         if len(batches) == count:

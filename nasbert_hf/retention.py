@@ -77,10 +77,15 @@ def pair_cosines(model, tokenizer, pairs):
     return torch.nn.functional.cosine_similarity(first, second).numpy()
 
 
+def retention_of(cosines, teacher_cosines):
+    """Spearman x 100 between a model's pair cosines and the teacher's on the same pairs."""
+    return 100 * spearman_corrcoef(cosines, teacher_cosines)
+
+
 def similarity_retention(model, teacher_cosines, tokenizer, pairs):
-    """Spearman x 100 between the teacher's cosines (`pair_cosines(teacher, ...)`, computed once)
-    and `model`'s on the same `pairs`."""
-    return 100 * spearman_corrcoef(pair_cosines(model, tokenizer, pairs), teacher_cosines)
+    """`retention_of` `model` on `pairs`, against the teacher's cosines (`pair_cosines(teacher, ...)`,
+    computed once)."""
+    return retention_of(pair_cosines(model, tokenizer, pairs), teacher_cosines)
 
 
 def retention_difference(cosines, other_cosines, teacher_cosines, resamples=1000, seed=0):
@@ -93,7 +98,7 @@ def retention_difference(cosines, other_cosines, teacher_cosines, resamples=1000
 
     def difference(index):
         reference = teacher_cosines[index]
-        return 100 * (spearman_corrcoef(cosines[index], reference) - spearman_corrcoef(other_cosines[index], reference))
+        return retention_of(cosines[index], reference) - retention_of(other_cosines[index], reference)
 
     rng = np.random.default_rng(seed)
     samples = [difference(rng.integers(0, len(cosines), len(cosines))) for _ in range(resamples)]

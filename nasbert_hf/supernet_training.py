@@ -48,8 +48,8 @@ from .training import (
     check_global_batches,
     check_run_dir,
     check_same_arguments,
-    make_accelerator,
     check_same_inputs,
+    make_accelerator,
     mlm_dataloaders,
     parameter_groups,
     same_value,
@@ -140,7 +140,7 @@ def train_supernet(args):
     checkpoint = check_run_dir(args, run_dir, RUN_CONFIG_FILE, "supernet run", "another output folder",
                                lambda saved: _check_same_run(saved, run_config), accelerator)
     # Block-wise hidden-state losses only: the blocks see the text itself, not BERT-masked text.
-    train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator, mlm_probability=0.0)
+    train_loader, eval_loader = mlm_dataloaders(args, teacher, accelerator, masked=False)
     resuming = f"\nResuming from {checkpoint}" if checkpoint is not None else ""
     write_run_config(run_dir, RUN_CONFIG_FILE, run_config, f"Search space: {space.describe()}{resuming}", accelerator)
 

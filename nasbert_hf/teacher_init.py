@@ -118,9 +118,6 @@ def slot_layers(supernet, teacher):
     return mapping
 
 
-
-
-
 @torch.no_grad()
 def corpus_token_counts(batches, vocab_size, reduce_sum=None):
     """How often every token id occurs among the real tokens of `batches` (masked-LM batches: a
@@ -243,19 +240,15 @@ def teacher_cut(space, slot_layers_of_blocks, layers, embedding_size):
     `slot_layers_of_blocks` is `slot_layers(supernet, teacher)`; the space's slots must be
     typed (`slot_kinds`), so that each slot is one sub-layer."""
     from .architecture import Architecture
-    from .modeling import parse_op
+    from .supernet import largest_ops
 
     if not space.slot_kinds:
         raise ValueError("A teacher cut needs a space with typed slots (slot_kinds), one teacher sub-layer a slot.")
-    full = {}
-    for code in space.ops:
-        kind, size = parse_op(code)
-        if kind != "id" and size >= full.get(kind, (0, ""))[0]:
-            full[kind] = (size, code)
+    full = largest_ops(space)  # a teacher sub-layer whole
     hidden = space.hidden_sizes[-1]
     blocks = []
     for block_layers in slot_layers_of_blocks:
-        codes = [full[space.slot_kinds[s % len(space.slot_kinds)]][1] if layer in layers else "id"
+        codes = [full[space.slot_kinds[s % len(space.slot_kinds)]] if layer in layers else "id"
                  for s, layer in enumerate(block_layers)]
         blocks.append(Architecture(hidden, tuple(codes)))
     return space.join(blocks, embedding_size)

@@ -185,9 +185,9 @@ def parameter_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def mlm_dataloaders(args, teacher, accelerator, mlm_probability=0.15):
-    """Train and validation loaders of the corpus (`mlm_probability=0`: the text unmasked)."""
-    from .data import DEFAULT_CORPUS, build_mlm_datasets, mlm_dataloader
+def mlm_dataloaders(args, teacher, accelerator, masked=True):
+    """Train and validation loaders of the corpus, BERT-masked or (`masked=False`) the text as it is."""
+    from .data import DEFAULT_CORPUS, build_mlm_datasets, masking_rate, mlm_dataloader
 
     check_max_length(args.seq_len, teacher, "seq_len", f"teacher {teacher.name!r}")
     corpus = args.corpus or DEFAULT_CORPUS
@@ -207,10 +207,10 @@ def mlm_dataloaders(args, teacher, accelerator, mlm_probability=0.15):
             f"({args.eval_batch_size}); raise validation_size or lower eval_batch_size."
         )
     train = mlm_dataloader(splits["train"], teacher.tokenizer, args.batch_size, shuffle=True, seed=args.seed,
-                           mlm_probability=mlm_probability)
+                           mlm_probability=masking_rate(masked))
     evaluation = mlm_dataloader(
         splits["validation"], teacher.tokenizer, args.eval_batch_size, shuffle=False, seed=args.seed,
-        mlm_probability=mlm_probability,
+        mlm_probability=masking_rate(masked),
     )
     return full_batches_only(train), full_batches_only(evaluation)
 
@@ -305,13 +305,18 @@ def check_same_arguments(saved, current, names, instead, same=same_value):
             )
 
 
+def masked_inputs(run_config):
+    """Whether a run trained on BERT-masked text. Runs made before inputs were left unmasked for
+    hidden-state-only losses recorded nothing: they were masked."""
+    return run_config.get("masked_inputs", True)
+
+
 def check_same_inputs(saved, current, instead):
-    """Refuse to resume a run whose inputs were masked differently (runs made before inputs were
-    left unmasked for hidden-state-only losses recorded nothing: they were masked)."""
-    if saved.get("masked_inputs", True) != current["masked_inputs"]:
+    """Refuse to resume a run whose inputs were masked differently."""
+    if masked_inputs(saved) != current["masked_inputs"]:
         state = {True: "BERT-masked", False: "unmasked"}
         raise ValueError(
-            f"--resume: the run was trained on {state[saved.get('masked_inputs', True)]} text, this one would be on "
+            f"--resume: the run was trained on {state[masked_inputs(saved)]} text, this one would be on "
             f"{state[current['masked_inputs']]} text; {instead}."
         )
 
