@@ -23,27 +23,23 @@ paired-bootstrap interval.
 
 import argparse
 import copy
-import gzip
 
 import torch
 
-from nasbert_hf.data import DEFAULT_CORPUS
+from nasbert_hf.data import DEFAULT_CORPUS, open_corpus_file
 from nasbert_hf.glue import load_glue_split
 from nasbert_hf.retention import corpus_sentence_pairs, pair_cosines, retention_difference, retention_of
 from nasbert_hf.teacher import load_teacher
-from nasbert_hf.teacher_init import frequency_weighted_directions
+from nasbert_hf.teacher_init import corpus_token_counts, frequency_weighted_directions
 
 
 def corpus_counts(tokenizer, corpus, vocab_size, max_length=128):
-    """How often each token id occurs in the corpus's lines, tokenised as the pipeline does."""
-    opener = gzip.open if str(corpus).endswith(".gz") else open
-    with opener(corpus, "rt", encoding="utf-8") as handle:
+    """How often each token id occurs in the corpus's lines, each line tokenised on its own."""
+    with open_corpus_file(corpus) as handle:
         lines = [line for line in handle if line.strip()]
-    counts = torch.zeros(vocab_size, dtype=torch.float64)
-    for start in range(0, len(lines), 512):
-        for ids in tokenizer(lines[start:start + 512], truncation=True, max_length=max_length)["input_ids"]:
-            counts += torch.bincount(torch.tensor(ids), minlength=vocab_size)[:vocab_size].double()
-    return counts
+    batches = (tokenizer(lines[start:start + 512], truncation=True, max_length=max_length, padding=True,
+                         return_tensors="pt") for start in range(0, len(lines), 512))
+    return corpus_token_counts(batches, vocab_size)
 
 
 def low_rank(rows, rank, directions):

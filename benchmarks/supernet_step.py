@@ -14,7 +14,6 @@ tokens/s of the supernet step and the teacher's share of it. Timings are interle
 """
 
 import argparse
-import gzip
 import random
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ from common import describe_machine, time_interleaved  # noqa: E402
 from nasbert_hf.architecture import Architecture  # noqa: E402
 from nasbert_hf.blockwise import distillation_step  # noqa: E402
 from nasbert_hf.cost import op_params  # noqa: E402
-from nasbert_hf.data import DEFAULT_CORPUS  # noqa: E402
+from nasbert_hf.data import DEFAULT_CORPUS, open_corpus_file  # noqa: E402
 from nasbert_hf.search_space import load_search_space  # noqa: E402
 from nasbert_hf.supernet import Supernet  # noqa: E402
 from nasbert_hf.teacher import load_teacher  # noqa: E402
@@ -50,7 +49,7 @@ def parse_args(argv=None):
 
 def real_text_batch(tokenizer, batch_size, seq_len):
     """`batch_size` packed `[CLS] ... [SEP]` rows of Wikipedia text from the embedded corpus."""
-    with gzip.open(DEFAULT_CORPUS, "rt", encoding="utf-8") as handle:
+    with open_corpus_file(DEFAULT_CORPUS) as handle:
         text = handle.read(batch_size * seq_len * 8)
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     piece = seq_len - 2

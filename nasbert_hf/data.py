@@ -126,13 +126,18 @@ def _corpus_files(item) -> list[str]:
     raise FileNotFoundError(f"corpus file {text!r} does not exist (expected a .txt/.txt.gz file, folder or glob)")
 
 
+def open_corpus_file(path, mode="rt"):
+    """A corpus file opened in `mode`, gunzipped when its name ends in `.gz` (text modes: UTF-8)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    return opener(path, mode, encoding="utf-8") if "t" in mode else opener(path, mode)
+
+
 def _check_text_file(path) -> bool:
     """Whether the file holds any bytes (after gunzip); `ValueError` naming it when it is not UTF-8
     text: binary (NUL bytes), undecodable, or a `.gz` that is not gzip. The first `PROBE_BYTES` are
     checked, so that a large corpus is not read twice."""
-    opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with opener(path, "rb") as handle:
+        with open_corpus_file(path, "rb") as handle:
             head = handle.read(PROBE_BYTES)
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
         raise ValueError(f"corpus file {str(path)!r} is not a readable gzip file ({error})") from error

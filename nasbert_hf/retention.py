@@ -19,7 +19,6 @@ difference with a 95% paired-bootstrap interval (pairs resampled, both models on
 `benchmarks/retention.py` reports them for a family, its same-budget baselines and the teacher.
 """
 
-import gzip
 import random
 
 import numpy as np
@@ -31,11 +30,10 @@ from .metrics import rankdata, spearman_corrcoef
 def corpus_sentence_pairs(corpus=None, count=1000, seed=0):
     """`count` sentence pairs from a plain-text corpus (default: the embedded Wikipedia sample):
     half are consecutive sentences of one line, half two sentences of different lines."""
-    from .data import DEFAULT_CORPUS
+    from .data import DEFAULT_CORPUS, open_corpus_file
 
     path = corpus or DEFAULT_CORPUS
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
+    with open_corpus_file(path) as handle:
         paragraphs = [_sentences(line) for line in handle]
     rng = random.Random(seed)
     related = [(p[i], p[i + 1]) for p in paragraphs for i in range(len(p) - 1)]
