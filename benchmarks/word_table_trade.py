@@ -14,6 +14,7 @@ the 95% paired-bootstrap interval over the corpus pairs.
 """
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -22,8 +23,8 @@ from nasbert_hf.architecture import Architecture
 from nasbert_hf.data import DEFAULT_CORPUS, open_corpus_file
 from nasbert_hf.export import from_supernet
 from nasbert_hf.pipeline import supernet_run_of, teacher_dimensions
-from nasbert_hf.search import Budget, cost_model_for
 from nasbert_hf.retention import corpus_sentence_pairs, pair_cosines, retention_difference, retention_of
+from nasbert_hf.search import Budget, cost_model_for
 from nasbert_hf.supernet import Supernet
 from nasbert_hf.teacher import load_teacher
 from nasbert_hf.teacher_init import start_from_teacher, teacher_importance
@@ -37,10 +38,11 @@ def importance_batches(tokenizer, lines=256, batch_size=16, max_length=128):
                            return_tensors="pt")) for i in range(0, len(text), batch_size)]
 
 
-def ranked_teacher(supernet, teacher):
-    """A supernet like `supernet` whose ops are the teacher's, heads and neurons most important
-    first, on `supernet`'s factorised embedding (fixed in training, so the run's own)."""
-    copy = Supernet(supernet.search_space, **supernet.init_kwargs())
+def ranked_teacher(supernet, teacher, space):
+    """A supernet of `space` (the run's, widened to the study's shapes: its ops slice to any size)
+    whose ops are the teacher's, heads and neurons most important first, on `supernet`'s factorised
+    embedding (fixed in training, so the run's own)."""
+    copy = Supernet(space, **supernet.init_kwargs())
     importance = teacher_importance(teacher, importance_batches(teacher.tokenizer))
     start_from_teacher(copy, teacher, importance, torch.ones(teacher.vocab_size))
     copy.embeddings.load_state_dict(supernet.embeddings.state_dict())
@@ -55,6 +57,14 @@ def shape(text, teacher):
     return Architecture.parse(f"E{embedding}:H{teacher.hidden_size}[{','.join(ops)}]")
 
 
+def widened(space, archs):
+    """`space` with the ops and embedding sizes of `archs` added: shapes off its grid are the point
+    of the study."""
+    ops = tuple(dict.fromkeys([*space.ops, *(code for arch in archs for code in arch.layers)]))
+    sizes = tuple(sorted({*space.embedding_sizes, *(arch.embedding_size for arch in archs)}))
+    return dataclasses.replace(space, ops=ops, embedding_sizes=sizes)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", help="A finished `nasbert compress` folder (its supernet gives the embedding).")
@@ -64,39 +74,24 @@ def main():
     parser.add_argument("--pairs", type=int, default=1000)
     args = parser.parse_args()
 
-    supernet, _, run_config = Supernet.from_run(supernet_run_of(Path(args.out_dir)))
+    supernet, space, run_config = Supernet.from_run(supernet_run_of(Path(args.out_dir)))
     teacher = load_teacher()
     params = cost_model_for(Budget("params", float("inf")), run_config["seq_len"],  # as budgets count them
                             **teacher_dimensions(teacher, supernet))
-    source = ranked_teacher(supernet, teacher)
+    archs = {text: shape(text, teacher) for text in args.shapes}
+    source = ranked_teacher(supernet, teacher, widened(space, archs.values()))
     pairs = corpus_sentence_pairs(count=args.pairs)
     reference = pair_cosines(teacher.model, teacher.tokenizer, pairs)
     print("| shape | params | corpus pairs (Spearman x 100) | vs first shape (95% CI) |\n|---|---|---|---|")
     first = None
-    for text in args.shapes:
-        arch = shape(text, teacher)
-        # Shapes outside the space's op grid are the point of the study, so no space validation.
-        with _unvalidated(source.search_space):
-            model = from_supernet(source, arch, teacher).nasbert.eval()
+    for text, arch in archs.items():
+        model = from_supernet(source, arch, teacher).nasbert.eval()
         cosines = pair_cosines(model, teacher.tokenizer, pairs)
         versus = "" if first is None else "%+.2f [%+.2f, %+.2f]" % retention_difference(cosines, first, reference)
         first = cosines if first is None else first
-        size = params.cost(arch)
-        print(f"| {arch.embedding_size} / {text.split(':')[1]} neurons / {text.split(':')[2]} heads a layer "
-              f"| {size / 1e6:.2f}M | {retention_of(cosines, reference):.2f} | {versus} |", flush=True)
-
-
-class _unvalidated:
-    """Lets `from_supernet` export shapes off the space's grid (the supernet's ops slice to any size)."""
-
-    def __init__(self, space):
-        self.cls = type(space)
-
-    def __enter__(self):
-        self.validate, self.cls.validate = self.cls.validate, lambda *args, **kwargs: None
-
-    def __exit__(self, *exc):
-        self.cls.validate = self.validate
+        _, neurons, heads = text.split(":")
+        print(f"| {arch.embedding_size} / {neurons} neurons / {heads} heads a layer "
+              f"| {params.cost(arch) / 1e6:.2f}M | {retention_of(cosines, reference):.2f} | {versus} |", flush=True)
 
 
 if __name__ == "__main__":
